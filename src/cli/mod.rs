@@ -1,0 +1,62 @@
+//! The command line: one file per subcommand; each variant's `///` comment is its `--help`.
+
+mod check;
+// mod demo;
+mod extract;
+// mod simulate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config};
+
+#[derive(Debug, Parser)]
+#[command(name = "caresync", version, about = "Keeps a care provider's person records from CareHQ, Care360, PACE and the marketplace in one SQLite store")]
+pub struct Cli {
+    /// The configuration file; relative paths inside it resolve against its folder.
+    #[arg(long, global = true, default_value = "sync.toml", value_name = "PATH")]
+    pub config: PathBuf,
+
+    /// Log lines as text for people or JSON for log shippers (logs go to stderr).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the configuration and make one request per source to prove its credentials work.
+    Check,
+    /// Read every record from all sources (or those named) into the store; resumes an interrupted scan.
+    Backfill(extract::ExtractArgs),
+    /// Read what changed since the last run: CareHQ from its watermark, the others by a re-scan.
+    Sync(extract::ExtractArgs),
+    // /// Serve the five built-in API simulators on loopback until interrupted.
+    // Simulate(simulate::SimulateArgs),
+    // /// Start the simulators in-process, backfill them into a fresh demo database, and show it.
+    // Demo(demo::DemoArgs),
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check => check::run(&load_config(&cli.config)?).await,
+        Command::Backfill(args) => extract::run(load_config(&cli.config)?, crate::sync::Mode::Backfill, args).await,
+        Command::Sync(args) => extract::run(load_config(&cli.config)?, crate::sync::Mode::Sync, args).await,
+        // Command::Simulate(args) => simulate::run(args).await,
+        // Command::Demo(args) => demo::run(args).await,
+    }
+}
+
+fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    Ok(config::load(path, &config::process_env)?)
+}

@@ -1,0 +1,97 @@
+//! The SQLite store: migrations from `schema/`, connection setup, and the one writer thread.
+//!
+//! Architecture Invariant: every write goes through [`Writer`]; readers open their own
+//! connections (WAL lets them read while the writer commits).
+
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+use anyhow::{Context, Result};
+use rusqlite::Connection;
+use rusqlite_migration::{M, Migrations};
+
+pub use writer::{Checkpoint, PageCounts, PageWrite, RunCounts, StoredRecord, Writer};
+
+static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
+    Migrations::new(vec![M::up(include_str!(
+        "../../schema/0001_extraction.sql"
+    ))])
+});
+
+/// Current time as stored everywhere: RFC 3339, UTC, second precision.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Opens (creating if needed, owner-only) and migrates the store at `path`.
+pub fn open(path: &Path) -> Result<Connection> {
+    create_private_file(path)?;
+    let mut conn = Connection::open(path)
+        .with_context(|| format!("cannot open the store at {}", path.display()))?;
+    configure(&conn)?;
+    MIGRATIONS
+        .to_latest(&mut conn)
+        .with_context(|| format!("cannot migrate the store at {}", path.display()))?;
+    Ok(conn)
+}
+
+/// A read-only connection for commands that only look (status, explain, plan).
+pub fn open_read_only(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("cannot open the store at {}", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+/// SQLite gives the -wal and -shm files the mode of the database file, so creating the
+/// database 0600 keeps all three readable by the owner only.
+fn create_private_file(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the folder {}", dir.display()))?;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot create the store at {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Where the store lives, plus the writer that owns its only writing connection.
+pub struct Store {
+    pub path: PathBuf,
+    pub writer: Writer,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = open(path)?;
+        Ok(Store {
+            path: path.to_path_buf(),
+            writer: Writer::spawn(conn),
+        })
+    }
+
+    pub fn reader(&self) -> Result<Connection> {
+        open_read_only(&self.path)
+    }
+}

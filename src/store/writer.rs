@@ -1,0 +1,286 @@
+//! The batched writer: one thread owns the writing connection, fed by a bounded channel.
+//! Pages are grouped into transactions of about [`ROWS_PER_TRANSACTION`] rows, and each
+//! page's checkpoint is committed in the same transaction as its records.
+
+use std::sync::Arc;
+use std::thread;
+
+use anyhow::{Context, Result, anyhow};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::now_rfc3339;
+
+const ROWS_PER_TRANSACTION: usize = 1000;
+const QUEUE_DEPTH: usize = 64;
+
+/// One record as it goes into `source_record`.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    pub external_id: String,
+    pub payload: String,
+    pub content_hash: String,
+}
+
+/// Where a scan has got to, saved with the page it follows.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub scan_id: i64,
+    /// JSON of the next position to read; `None` when the page was the last.
+    pub next_position: Option<String>,
+    pub pages_done: u64,
+    /// Newest `modified` on this page (CareHQ); becomes the watermark when the scan completes.
+    pub watermark: Option<String>,
+}
+
+/// A page of records for one source, with the checkpoint that follows it.
+pub struct PageWrite {
+    pub source: Arc<str>,
+    pub kind: &'static str,
+    pub scan_id: i64,
+    pub records: Vec<StoredRecord>,
+    pub checkpoint: Checkpoint,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PageCounts {
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+}
+
+impl PageCounts {
+    pub fn add(&mut self, other: PageCounts) {
+        self.inserted += other.inserted;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+    }
+}
+
+/// Counts kept on a `sync_run` row.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunCounts {
+    pub pages: u64,
+    pub requests: u64,
+    pub records_seen: u64,
+    pub records: PageCounts,
+    pub deleted: u64,
+    pub errors: u64,
+}
+
+type Exec = Box<dyn FnOnce(&mut Connection) + Send>;
+
+enum Job {
+    Page(PageWrite, oneshot::Sender<Result<PageCounts>>),
+    Exec(Exec),
+}
+
+/// A cheap handle to the writer thread.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    pub fn spawn(conn: Connection) -> Writer {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        thread::Builder::new()
+            .name("caresync-writer".into())
+            .spawn(move || run(conn, rx))
+            .expect("spawning the writer thread");
+        Writer { tx }
+    }
+
+    /// Queues a page; the returned receiver answers once it is committed.
+    pub async fn write_page(&self, page: PageWrite) -> Result<oneshot::Receiver<Result<PageCounts>>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Page(page, reply))
+            .await
+            .map_err(|_| anyhow!("the store writer has stopped"))?;
+        Ok(rx)
+    }
+
+    /// Runs `f` on the writer's connection, after everything queued before it.
+    pub async fn call<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job: Exec = Box::new(move |conn| {
+            let _ = reply.send(f(conn));
+        });
+        self.tx
+            .send(Job::Exec(job))
+            .await
+            .map_err(|_| anyhow!("the store writer has stopped"))?;
+        rx.await.map_err(|_| anyhow!("the store writer dropped a request"))?
+    }
+
+    /// The same as [`Writer::call`] from a thread that is not async.
+    pub fn call_blocking<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job: Exec = Box::new(move |conn| {
+            let _ = reply.send(f(conn));
+        });
+        self.tx
+            .blocking_send(Job::Exec(job))
+            .map_err(|_| anyhow!("the store writer has stopped"))?;
+        rx.blocking_recv()
+            .map_err(|_| anyhow!("the store writer dropped a request"))?
+    }
+}
+
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    let mut next: Option<Job> = None;
+    loop {
+        let job = match next.take() {
+            Some(job) => job,
+            None => match rx.blocking_recv() {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        match job {
+            Job::Exec(f) => f(&mut conn),
+            Job::Page(page, reply) => {
+                let mut batch = vec![(page, reply)];
+                let mut rows = batch[0].0.records.len();
+                while rows < ROWS_PER_TRANSACTION {
+                    match rx.try_recv() {
+                        Ok(Job::Page(page, reply)) => {
+                            rows += page.records.len();
+                            batch.push((page, reply));
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                commit_pages(&mut conn, batch);
+            }
+        }
+    }
+}
+
+fn commit_pages(conn: &mut Connection, batch: Vec<(PageWrite, oneshot::Sender<Result<PageCounts>>)>) {
+    let result = (|| -> Result<Vec<PageCounts>> {
+        let tx = conn.transaction()?;
+        let now = now_rfc3339();
+        let mut all = Vec::with_capacity(batch.len());
+        for (page, _) in &batch {
+            all.push(write_page(&tx, page, &now)?);
+        }
+        tx.commit()?;
+        Ok(all)
+    })();
+    match result {
+        Ok(counts) => {
+            for ((_, reply), c) in batch.into_iter().zip(counts) {
+                let _ = reply.send(Ok(c));
+            }
+        }
+        Err(e) => {
+            let message = format!("{e:#}");
+            for (_, reply) in batch {
+                let _ = reply.send(Err(anyhow!("store write failed: {message}")));
+            }
+        }
+    }
+}
+
+fn write_page(tx: &rusqlite::Transaction<'_>, page: &PageWrite, now: &str) -> Result<PageCounts> {
+    let mut counts = PageCounts::default();
+    let mut lookup = tx.prepare_cached(
+        "SELECT content_hash, seen_scan, deleted_at IS NOT NULL FROM source_record
+         WHERE source = ?1 AND external_id = ?2",
+    )?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO source_record (source, external_id, kind, payload, content_hash,
+             first_seen_at, last_seen_at, changed_at, seen_scan, deleted_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7, NULL)",
+    )?;
+    let mut touch = tx.prepare_cached(
+        "UPDATE source_record SET last_seen_at = ?3, seen_scan = ?4, deleted_at = NULL
+         WHERE source = ?1 AND external_id = ?2",
+    )?;
+    let mut change = tx.prepare_cached(
+        "UPDATE source_record SET payload = ?3, content_hash = ?4, last_seen_at = ?5,
+             changed_at = ?5, seen_scan = ?6, deleted_at = NULL
+         WHERE source = ?1 AND external_id = ?2",
+    )?;
+    let source: &str = &page.source;
+    for record in &page.records {
+        let existing: Option<(String, i64, bool)> = lookup
+            .query_row(params![source, record.external_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        match existing {
+            None => {
+                insert.execute(params![
+                    source,
+                    record.external_id,
+                    page.kind,
+                    record.payload,
+                    record.content_hash,
+                    now,
+                    page.scan_id
+                ])?;
+                counts.inserted += 1;
+            }
+            Some((hash, seen_scan, deleted)) if hash == record.content_hash => {
+                if seen_scan != page.scan_id || deleted {
+                    touch.execute(params![source, record.external_id, now, page.scan_id])?;
+                }
+                if deleted {
+                    counts.updated += 1;
+                } else {
+                    counts.unchanged += 1;
+                }
+            }
+            Some(_) => {
+                change.execute(params![
+                    source,
+                    record.external_id,
+                    record.payload,
+                    record.content_hash,
+                    now,
+                    page.scan_id
+                ])?;
+                counts.updated += 1;
+            }
+        }
+    }
+    let cp = &page.checkpoint;
+    let updated = tx
+        .prepare_cached(
+            "UPDATE sync_state SET position = ?3, pages_done = ?4,
+                 scan_watermark = CASE WHEN ?5 IS NULL THEN scan_watermark
+                                  WHEN scan_watermark IS NULL OR ?5 > scan_watermark THEN ?5
+                                  ELSE scan_watermark END
+             WHERE source = ?1 AND scan_id = ?2",
+        )?
+        .execute(params![
+            source,
+            cp.scan_id,
+            cp.next_position,
+            cp.pages_done as i64,
+            cp.watermark
+        ])?;
+    if updated != 1 {
+        return Err(anyhow!(
+            "source `{source}`: scan {} is no longer current; page not saved",
+            cp.scan_id
+        ))
+        .context("checkpoint");
+    }
+    Ok(counts)
+}

@@ -1,0 +1,429 @@
+//! The one pipeline: backfill, sync, the daemon and the bench all call [`Pipeline::run`].
+//!
+//! Per source: open a `sync_run`, decide the scan (resume a checkpoint or start anew), page
+//! through the API, hand each page to the store writer with its checkpoint, then close the
+//! scan (marking records a complete full scan no longer returned) and the run.
+
+pub mod paginate;
+pub mod progress;
+pub mod report;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::source::ratelimit::Budgets;
+use crate::source::{Page, Position, Scope, Source, build_sources};
+use crate::store::{Checkpoint, PageCounts, PageWrite, RunCounts, Store, Writer, now_rfc3339};
+use paginate::{PageSink, ScanError};
+use progress::{Progress, SourceProgress};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Read everything.
+    Backfill,
+    /// Read what changed: CareHQ from its watermark, the others by a full re-scan.
+    Sync,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Backfill => "backfill",
+            Mode::Sync => "sync",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Succeeded,
+    Failed,
+    QuotaExhausted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::QuotaExhausted => "quota_exhausted",
+        }
+    }
+}
+
+/// How one source's run ended.
+#[derive(Debug, Clone)]
+pub struct SourceOutcome {
+    pub source: String,
+    pub kind: &'static str,
+    pub run_id: i64,
+    pub status: RunStatus,
+    pub counts: RunCounts,
+    pub elapsed: Duration,
+    /// Why it failed, naming the position; never personal data.
+    pub error: Option<String>,
+}
+
+/// Seconds of overlap when reading CareHQ from its watermark: records that share the
+/// boundary second, or were written while we read, are read again rather than missed.
+const WATERMARK_OVERLAP: chrono::Duration = chrono::Duration::seconds(60);
+
+pub struct RunOptions {
+    pub mode: Mode,
+    /// Source names; empty means all.
+    pub only: Vec<String>,
+    pub progress: Progress,
+}
+
+/// Everything a run needs, built once and reused (the daemon keeps one for its lifetime,
+/// so rate budgets persist across runs).
+pub struct Pipeline {
+    pub config: Config,
+    pub writer: Writer,
+    budgets: Budgets,
+}
+
+impl Pipeline {
+    pub fn new(config: Config, store: &Store) -> Pipeline {
+        Pipeline { config, writer: store.writer.clone(), budgets: Budgets::default() }
+    }
+
+    pub async fn run(&self, options: &RunOptions) -> Result<Vec<SourceOutcome>> {
+        let sources = build_sources(&self.config, &options.only, &self.budgets)?;
+        let concurrency = self.config.http.concurrency;
+        let runs = sources.into_iter().map(|source| {
+            let bar = options.progress.source(source.name());
+            let writer = self.writer.clone();
+            async move { run_source(source, writer, options.mode, concurrency, bar).await }
+        });
+        Ok(futures::future::join_all(runs).await)
+    }
+}
+
+/// The scan a run performs, decided from `sync_state`.
+#[derive(Debug, Clone)]
+struct ScanPlan {
+    scan_id: i64,
+    full: bool,
+    start: Position,
+    pages_done: u64,
+    scope: Scope,
+}
+
+async fn run_source(source: Source, writer: Writer, mode: Mode, concurrency: usize, bar: SourceProgress) -> SourceOutcome {
+    let started = Instant::now();
+    let name: Arc<str> = Arc::from(source.name());
+    let kind = source.config.kind.as_str();
+    let mut outcome = SourceOutcome {
+        source: name.to_string(),
+        kind,
+        run_id: 0,
+        status: RunStatus::Failed,
+        counts: RunCounts::default(),
+        elapsed: Duration::ZERO,
+        error: None,
+    };
+    let begin = {
+        let name = name.clone();
+        let incremental_capable = source.config.kind.is_carehq();
+        let first = Position::first(source.api.paging());
+        writer.call(move |conn| begin_run(conn, &name, mode, incremental_capable, first)).await
+    };
+    let (run_id, plan) = match begin {
+        Ok(v) => v,
+        Err(e) => {
+            outcome.error = Some(format!("cannot start the run: {e:#}"));
+            bar.finish_failed();
+            return outcome;
+        }
+    };
+    outcome.run_id = run_id;
+    tracing::info!(source = %name, run_id, scan_id = plan.scan_id, full = plan.full, resume = plan.pages_done > 0, "run started");
+
+    let mut sink = StoreSink {
+        writer: writer.clone(),
+        source: name.clone(),
+        kind,
+        run_id,
+        scan_id: plan.scan_id,
+        pages_done: plan.pages_done,
+        counts: RunCounts::default(),
+        pending: Vec::new(),
+        bar: bar.clone(),
+    };
+    let scanned = paginate::scan(&source, plan.start.clone(), &plan.scope, concurrency, &mut sink).await;
+    let committed = sink.settle().await;
+    let mut counts = sink.counts;
+    counts.requests = source.http.stats.requests();
+
+    let (status, error) = match (scanned, committed) {
+        (Ok(()), Ok(())) => (RunStatus::Succeeded, None),
+        (_, Err(e)) => (RunStatus::Failed, Some(("store", format!("{e:#}")))),
+        (Err(e @ ScanError::Fetch { error: crate::source::http::FetchError::QuotaExhausted { .. }, .. }), _) => {
+            (RunStatus::QuotaExhausted, Some((e.code(), e.to_string())))
+        }
+        (Err(e), _) => (RunStatus::Failed, Some((e.code(), e.to_string()))),
+    };
+    let mut problems: Vec<(String, Option<String>, &'static str, String)> = source
+        .http
+        .stats
+        .take_retried()
+        .into_iter()
+        .map(|r| (String::new(), None, r.kind, r.message))
+        .collect();
+    if let Some((code, message)) = &error {
+        problems.push((String::new(), None, code, message.clone()));
+    }
+    let finish = {
+        let name = name.clone();
+        let message = error.as_ref().map(|(_, m)| m.clone());
+        let complete = status == RunStatus::Succeeded;
+        let full = plan.full;
+        let scan_id = plan.scan_id;
+        writer
+            .call(move |conn| {
+                record_problems(conn, run_id, &name, &problems)?;
+                counts.errors += problems.len() as u64;
+                if complete {
+                    counts.deleted = close_scan(conn, &name, scan_id, full)?;
+                }
+                finish_run(conn, run_id, status, &counts, message.as_deref())?;
+                Ok(counts)
+            })
+            .await
+    };
+    match finish {
+        Ok(c) => outcome.counts = c,
+        Err(e) => {
+            outcome.counts = counts;
+            outcome.status = RunStatus::Failed;
+            outcome.error = Some(format!("cannot record the run: {e:#}"));
+            bar.finish_failed();
+            return outcome;
+        }
+    }
+    outcome.status = status;
+    outcome.error = error.map(|(_, m)| m);
+    outcome.elapsed = started.elapsed();
+    match outcome.status {
+        RunStatus::Succeeded => bar.finish_ok(&outcome.counts),
+        _ => bar.finish_failed(),
+    }
+    tracing::info!(
+        source = %name, run_id, status = status.as_str(), pages = outcome.counts.pages,
+        requests = outcome.counts.requests, records = outcome.counts.records_seen,
+        inserted = outcome.counts.records.inserted, updated = outcome.counts.records.updated,
+        deleted = outcome.counts.deleted, errors = outcome.counts.errors,
+        elapsed_ms = outcome.elapsed.as_millis() as u64, "run finished"
+    );
+    outcome
+}
+
+struct StoreSink {
+    writer: Writer,
+    source: Arc<str>,
+    kind: &'static str,
+    run_id: i64,
+    scan_id: i64,
+    pages_done: u64,
+    counts: RunCounts,
+    pending: Vec<oneshot::Receiver<Result<PageCounts>>>,
+    bar: SourceProgress,
+}
+
+impl StoreSink {
+    /// Waits for every queued page to be committed, adding up their counts.
+    async fn settle(&mut self) -> Result<()> {
+        let mut first_error = None;
+        for rx in self.pending.drain(..) {
+            match rx.await {
+                Ok(Ok(c)) => self.counts.records.add(c),
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_error.get_or_insert(anyhow::anyhow!("the store writer stopped"));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl PageSink for StoreSink {
+    async fn accept(&mut self, fetched: Position, page: Page, next: Position) -> Result<()> {
+        self.pages_done += 1;
+        self.counts.pages += 1;
+        self.counts.records_seen += page.records.len() as u64;
+        self.bar.page(page.records.len() as u64, page.total_records);
+        if !page.problems.is_empty() {
+            let at = fetched.describe();
+            let problems: Vec<_> =
+                page.problems.iter().map(|p| (at.clone(), p.external_id.clone(), p.kind, p.message.clone())).collect();
+            self.counts.errors += problems.len() as u64;
+            let (run_id, source) = (self.run_id, self.source.clone());
+            self.writer.call(move |conn| record_problems(conn, run_id, &source, &problems)).await?;
+        }
+        let rx = self
+            .writer
+            .write_page(PageWrite {
+                source: self.source.clone(),
+                kind: self.kind,
+                scan_id: self.scan_id,
+                records: page.records,
+                checkpoint: Checkpoint {
+                    scan_id: self.scan_id,
+                    next_position: Some(next.to_json()),
+                    pages_done: self.pages_done,
+                    watermark: page.newest_modified,
+                },
+            })
+            .await?;
+        self.pending.push(rx);
+        // Keep the queue of unconfirmed pages short so a failing store stops the scan early.
+        if self.pending.len() >= 32 {
+            let oldest = self.pending.remove(0);
+            match oldest.await {
+                Ok(Ok(c)) => self.counts.records.add(c),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => anyhow::bail!("the store writer stopped"),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn begin_run(
+    conn: &mut Connection,
+    source: &str,
+    mode: Mode,
+    incremental_capable: bool,
+    first: Position,
+) -> Result<(i64, ScanPlan)> {
+    let tx = conn.transaction()?;
+    let now = now_rfc3339();
+    tx.execute(
+        "INSERT INTO sync_run (source, mode, started_at, status) VALUES (?1, ?2, ?3, 'running')",
+        params![source, mode.as_str(), now],
+    )?;
+    let run_id = tx.last_insert_rowid();
+    let state: Option<(i64, String, Option<String>, i64, bool, Option<String>)> = tx
+        .query_row(
+            "SELECT scan_id, scan_mode, position, pages_done, complete, watermark FROM sync_state WHERE source = ?1",
+            params![source],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+        )
+        .optional()?;
+    let watermark = state.as_ref().and_then(|s| s.5.clone());
+    let want_full = !(mode == Mode::Sync && incremental_capable && watermark.is_some());
+    let scope = if want_full {
+        Scope::default()
+    } else {
+        Scope { modified_after: watermark.as_deref().map(overlap_before) }
+    };
+    let resumable = state.as_ref().and_then(|(scan_id, scan_mode, position, pages_done, complete, _)| {
+        let same_kind = (scan_mode == "full") == want_full;
+        let position = position.as_deref().and_then(Position::from_json)?;
+        (!complete && same_kind).then_some((*scan_id, position, *pages_done as u64))
+    });
+    let plan = match resumable {
+        Some((scan_id, start, pages_done)) => ScanPlan { scan_id, full: want_full, start, pages_done, scope },
+        None => {
+            let scan_id = state.as_ref().map_or(1, |s| s.0 + 1);
+            tx.execute(
+                "INSERT INTO sync_state (source, scan_id, scan_mode, scan_started_at, position, pages_done, complete, scan_watermark)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, NULL)
+                 ON CONFLICT (source) DO UPDATE SET scan_id = ?2, scan_mode = ?3, scan_started_at = ?4,
+                     position = ?5, pages_done = 0, complete = 0, scan_watermark = NULL",
+                params![source, scan_id, if want_full { "full" } else { "incremental" }, now, first.to_json()],
+            )?;
+            ScanPlan { scan_id, full: want_full, start: first, pages_done: 0, scope }
+        }
+    };
+    tx.commit()?;
+    Ok((run_id, plan))
+}
+
+/// The watermark minus the overlap, in CareHQ's `YYYY-MM-DD HH:MM:SS`.
+fn overlap_before(watermark: &str) -> String {
+    match chrono::NaiveDateTime::parse_from_str(watermark, "%Y-%m-%d %H:%M:%S") {
+        Ok(t) => (t - WATERMARK_OVERLAP).format("%Y-%m-%d %H:%M:%S").to_string(),
+        Err(_) => watermark.to_string(),
+    }
+}
+
+/// Closes a completed scan; a full scan marks what it no longer saw as deleted.
+fn close_scan(conn: &mut Connection, source: &str, scan_id: i64, full: bool) -> Result<u64> {
+    let tx = conn.transaction()?;
+    let now = now_rfc3339();
+    let deleted = if full {
+        tx.execute(
+            "UPDATE source_record SET deleted_at = ?3
+             WHERE source = ?1 AND seen_scan < ?2 AND deleted_at IS NULL",
+            params![source, scan_id, now],
+        )? as u64
+    } else {
+        0
+    };
+    tx.execute(
+        "UPDATE sync_state SET complete = 1, position = NULL,
+             watermark = CASE WHEN scan_watermark IS NOT NULL AND (watermark IS NULL OR scan_watermark > watermark)
+                              THEN scan_watermark ELSE watermark END,
+             last_complete_at = CASE WHEN ?3 THEN ?4 ELSE last_complete_at END
+         WHERE source = ?1 AND scan_id = ?2",
+        params![source, scan_id, full, now],
+    )?;
+    tx.commit()?;
+    Ok(deleted)
+}
+
+fn finish_run(conn: &mut Connection, run_id: i64, status: RunStatus, c: &RunCounts, message: Option<&str>) -> Result<()> {
+    conn.execute(
+        "UPDATE sync_run SET finished_at = ?2, status = ?3, pages = ?4, requests = ?5, records_seen = ?6,
+             records_inserted = ?7, records_updated = ?8, records_unchanged = ?9, records_deleted = ?10,
+             error_count = ?11, message = ?12
+         WHERE run_id = ?1",
+        params![
+            run_id,
+            now_rfc3339(),
+            status.as_str(),
+            c.pages as i64,
+            c.requests as i64,
+            c.records_seen as i64,
+            c.records.inserted as i64,
+            c.records.updated as i64,
+            c.records.unchanged as i64,
+            c.deleted as i64,
+            c.errors as i64,
+            message
+        ],
+    )?;
+    Ok(())
+}
+
+/// (page, external_id, kind, message) rows for `sync_error`.
+type Problem = (String, Option<String>, &'static str, String);
+
+fn record_problems(conn: &mut Connection, run_id: i64, source: &str, problems: &[Problem]) -> Result<()> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    {
+        let now = now_rfc3339();
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO sync_error (run_id, source, at, page, external_id, kind, message)
+             VALUES (?1, ?2, ?3, NULLIF(?4, ''), ?5, ?6, ?7)",
+        )?;
+        for (page, external_id, kind, message) in problems {
+            insert.execute(params![run_id, source, now, page, external_id, kind, message])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
