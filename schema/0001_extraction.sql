@@ -57,5 +57,6 @@ CREATE TABLE sync_state (
     complete          INTEGER NOT NULL DEFAULT 0,
     scan_watermark    TEXT,                 -- newest `modified` seen by the current scan
     watermark         TEXT,                 -- newest `modified` of the last completed scan (incremental reads start here)
-    last_complete_at  TEXT                  -- when a full scan last completed
+    last_complete_at  TEXT,                 -- when a full scan (or a CareHQ id sweep) last completed
+    syncs_since_sweep INTEGER NOT NULL DEFAULT 0  -- CareHQ: incremental syncs since the last id sweep
 );

@@ -91,6 +91,8 @@ pub struct SourceConfig {
     /// `None`: the kind's default (CareHQ learns its limit from the rate-limit headers).
     pub rate_limit: Option<RateLimit>,
     pub schedule: Option<String>,
+    /// CareHQ: run the id-only deletion sweep on every Nth incremental sync (0: never).
+    pub deletion_sweep_every: u32,
 }
 
 impl SourceConfig {
@@ -373,7 +375,7 @@ impl Validator {
             },
         };
         let specific: &[&str] = match kind {
-            Some(k) if k.is_carehq() => &["account_id_env", "api_key_env", "api_secret_env"],
+            Some(k) if k.is_carehq() => &["account_id_env", "api_key_env", "api_secret_env", "deletion_sweep_every"],
             Some(SourceKind::PaceUsers) => &["api_key_env", "customer_id_env", "customer_id_header"],
             Some(_) => &["api_key_env"],
             None => &[],
@@ -394,6 +396,7 @@ impl Validator {
             }
         });
         let schedule = self.string(t, at, "schedule");
+        let deletion_sweep_every = self.integer(t, at, "deletion_sweep_every", 0, 10_000).map_or(1, |n| n as u32);
         let kind = kind?;
         let credentials = match kind {
             SourceKind::CarehqServiceUsers | SourceKind::CarehqUsers => {
@@ -421,6 +424,7 @@ impl Validator {
             page_size: page_size.unwrap_or(max),
             rate_limit,
             schedule,
+            deletion_sweep_every,
         })
     }
 

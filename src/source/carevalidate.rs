@@ -6,7 +6,7 @@ use serde_json::value::RawValue;
 
 use super::http::Params;
 use super::kind::SourceKind;
-use super::{ListApi, Page, Paging, Position, Scope, WireId, key_from, keyed_records, param};
+use super::{ListApi, Lookup, Page, Paging, Position, Scope, WireId, key_from, keyed_records, param};
 
 pub struct CareValidateList;
 
@@ -47,11 +47,24 @@ impl ListApi for CareValidateList {
         q
     }
 
+    fn key_of(&self, item: &str) -> Result<String, String> {
+        key_from::<Key>(item, |k| k.email)
+    }
+
+    /// By the `email` prefix filter; the caller keeps only exact key matches.
+    fn lookups(&self, ids: &[String]) -> Vec<Lookup> {
+        ids.iter()
+            .map(|email| Lookup {
+                spec: super::http::RequestSpec::get(vec![param("email", email), param("limit", 100)]),
+                single: false,
+            })
+            .collect()
+    }
+
     fn parse_page(&self, body: &[u8]) -> Result<Page, String> {
         let env: Envelope<'_> =
             serde_json::from_slice(body).map_err(|e| format!("not a CareValidate users page: {e}"))?;
-        let (records, problems) =
-            keyed_records(SourceKind::CarevalidateUsers, &env.data, |item| key_from::<Key>(item, |k| k.email));
+        let (records, problems) = keyed_records(SourceKind::CarevalidateUsers, &env.data, |item| self.key_of(item));
         Ok(Page {
             records,
             problems,

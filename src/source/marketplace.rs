@@ -6,7 +6,7 @@ use serde_json::value::RawValue;
 
 use super::http::Params;
 use super::kind::SourceKind;
-use super::{ListApi, Page, Paging, Position, Scope, WireId, key_from, keyed_records, param};
+use super::{ListApi, Lookup, Page, Paging, Position, Scope, WireId, key_from, keyed_records, param};
 
 pub struct MarketplaceList;
 
@@ -40,11 +40,24 @@ impl ListApi for MarketplaceList {
         vec![param("page", page), param("size", page_size)]
     }
 
+    fn key_of(&self, item: &str) -> Result<String, String> {
+        key_from::<Key>(item, |k| k.id)
+    }
+
+    /// The list filter is literally `ids[]`, repeated.
+    fn lookups(&self, ids: &[String]) -> Vec<Lookup> {
+        super::batched_lookups(ids, 100, |chunk| {
+            let mut q: Params = chunk.iter().map(|id| param("ids[]", id)).collect();
+            q.push(param("page", 0));
+            q.push(param("size", 100));
+            q
+        })
+    }
+
     fn parse_page(&self, body: &[u8]) -> Result<Page, String> {
         let env: Envelope<'_> =
             serde_json::from_slice(body).map_err(|e| format!("not a marketplace users page: {e}"))?;
-        let (records, problems) =
-            keyed_records(SourceKind::MarketplaceUsers, &env.items, |item| key_from::<Key>(item, |k| k.id));
+        let (records, problems) = keyed_records(SourceKind::MarketplaceUsers, &env.items, |item| self.key_of(item));
         let total_pages = match (env.total, env.size) {
             (Some(total), Some(size)) if size > 0 => Some(total.div_ceil(size as u64) as u32),
             _ => None,

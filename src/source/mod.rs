@@ -68,6 +68,8 @@ impl Position {
 pub struct Scope {
     /// Only records modified after this API-formatted time (CareHQ incremental reads).
     pub modified_after: Option<String>,
+    /// Only the ids, in the largest pages (CareHQ's deletion sweep).
+    pub ids_only: bool,
 }
 
 /// A record the page held that could not be keyed or read; it is kept and reported.
@@ -97,10 +99,39 @@ pub trait ListApi: Send + Sync + 'static {
     fn paging(&self) -> Paging;
     fn list_query(&self, position: &Position, page_size: u32, scope: &Scope) -> Params;
     fn parse_page(&self, body: &[u8]) -> Result<Page, String>;
+    /// The key of one item (its JSON text), before normalisation.
+    fn key_of(&self, item: &str) -> Result<String, String>;
+    /// Requests that fetch these records by key, to tell a deleted record from one a page
+    /// shift hid from the scan.
+    fn lookups(&self, ids: &[String]) -> Vec<Lookup>;
 
     fn list_request(&self, position: &Position, page_size: u32, scope: &Scope) -> RequestSpec {
         RequestSpec::get(self.list_query(position, page_size, scope))
     }
+
+    /// Parses a lookup's answer: a list page, or one record.
+    fn parse_lookup(&self, lookup: &Lookup, body: &[u8]) -> Result<Page, String> {
+        if !lookup.single {
+            return self.parse_page(body);
+        }
+        let item: &RawValue = serde_json::from_slice(body).map_err(|e| format!("not a record: {e}"))?;
+        let (records, problems) = keyed_records(self.kind(), &[item], |i| self.key_of(i));
+        Ok(Page { records, problems, ..Page::default() })
+    }
+}
+
+/// A request that looks records up by key; `single` when it answers one record (404: gone).
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub spec: RequestSpec,
+    pub single: bool,
+}
+
+/// Lookups in batches of `per_request` ids through one repeated list filter.
+pub fn batched_lookups(ids: &[String], per_request: usize, query: impl Fn(&[String]) -> Params) -> Vec<Lookup> {
+    ids.chunks(per_request.max(1))
+        .map(|chunk| Lookup { spec: RequestSpec::get(query(chunk)), single: false })
+        .collect()
 }
 
 /// A configured source, ready to read.

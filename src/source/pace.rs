@@ -6,7 +6,7 @@ use serde_json::value::RawValue;
 
 use super::http::Params;
 use super::kind::SourceKind;
-use super::{ListApi, Page, Paging, Position, Scope, WireId, key_from, keyed_records, param};
+use super::{ListApi, Lookup, Page, Paging, Position, Scope, WireId, key_from, keyed_records, param};
 use crate::privacy::redact;
 
 pub struct PaceList;
@@ -46,6 +46,25 @@ impl ListApi for PaceList {
         vec![param("pageNumber", page), param("pageSize", page_size)]
     }
 
+    fn key_of(&self, item: &str) -> Result<String, String> {
+        key_from::<Key>(item, |k| k.guid)
+    }
+
+    /// `GET api/users/{guid}`, one by one (the filter endpoint has no id filter).
+    fn lookups(&self, ids: &[String]) -> Vec<Lookup> {
+        ids.iter()
+            .map(|guid| Lookup {
+                spec: super::http::RequestSpec {
+                    method: reqwest::Method::GET,
+                    suffix: format!("/{guid}"),
+                    query: Vec::new(),
+                    body: super::http::Body::None,
+                },
+                single: true,
+            })
+            .collect()
+    }
+
     fn parse_page(&self, body: &[u8]) -> Result<Page, String> {
         let env: Envelope<'_> =
             serde_json::from_slice(body).map_err(|e| format!("not a PACE users page: {e}"))?;
@@ -54,8 +73,7 @@ impl ListApi for PaceList {
             return Err(format!("PACE answered Succeeded=false: {}", redact(&detail)));
         }
         let items = env.items.unwrap_or_default();
-        let (records, problems) =
-            keyed_records(SourceKind::PaceUsers, &items, |item| key_from::<Key>(item, |k| k.guid));
+        let (records, problems) = keyed_records(SourceKind::PaceUsers, &items, |item| self.key_of(item));
         Ok(Page {
             records,
             problems,

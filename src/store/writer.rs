@@ -39,7 +39,8 @@ pub struct PageWrite {
     pub kind: &'static str,
     pub scan_id: i64,
     pub records: Vec<StoredRecord>,
-    pub checkpoint: Checkpoint,
+    /// `None` for records read outside the scan's order (lookups of unseen records).
+    pub checkpoint: Option<Checkpoint>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -259,7 +260,9 @@ fn write_page(tx: &rusqlite::Transaction<'_>, page: &PageWrite, now: &str) -> Re
             }
         }
     }
-    let cp = &page.checkpoint;
+    let Some(cp) = &page.checkpoint else {
+        return Ok(counts);
+    };
     let updated = tx
         .prepare_cached(
             "UPDATE sync_state SET position = ?3, pages_done = ?4,

@@ -110,6 +110,8 @@ impl Pipeline {
 struct ScanPlan {
     scan_id: i64,
     full: bool,
+    /// After an incremental read, sweep CareHQ's ids to find deletions.
+    sweep: bool,
     start: Position,
     pages_done: u64,
     scope: Scope,
@@ -131,8 +133,9 @@ async fn run_source(source: Source, writer: Writer, mode: Mode, concurrency: usi
     let begin = {
         let name = name.clone();
         let incremental_capable = source.config.kind.is_carehq();
+        let sweep_every = source.config.deletion_sweep_every;
         let first = Position::first(source.api.paging());
-        writer.call(move |conn| begin_run(conn, &name, mode, incremental_capable, first)).await
+        writer.call(move |conn| begin_run(conn, &name, mode, incremental_capable, sweep_every, first)).await
     };
     let (run_id, plan) = match begin {
         Ok(v) => v,
@@ -155,10 +158,13 @@ async fn run_source(source: Source, writer: Writer, mode: Mode, concurrency: usi
         counts: RunCounts::default(),
         pending: Vec::new(),
         bar: bar.clone(),
+        shift: ShiftWatch::default(),
+        hold_watermark: false,
     };
-    let scanned = paginate::scan(&source, plan.start.clone(), &plan.scope, concurrency, &mut sink).await;
+    let scanned = scan_source(&source, &plan, concurrency, &mut sink).await;
     let committed = sink.settle().await;
     let mut counts = sink.counts;
+    let promote_watermark = !sink.hold_watermark;
     counts.requests = source.http.stats.requests();
 
     let (status, error) = match (scanned, committed) {
@@ -183,14 +189,14 @@ async fn run_source(source: Source, writer: Writer, mode: Mode, concurrency: usi
         let name = name.clone();
         let message = error.as_ref().map(|(_, m)| m.clone());
         let complete = status == RunStatus::Succeeded;
-        let full = plan.full;
+        let (full, sweep) = (plan.full, plan.sweep);
         let scan_id = plan.scan_id;
         writer
             .call(move |conn| {
                 record_problems(conn, run_id, &name, &problems)?;
                 counts.errors += problems.len() as u64;
                 if complete {
-                    counts.deleted = close_scan(conn, &name, scan_id, full)?;
+                    counts.deleted = close_scan(conn, &name, scan_id, full, sweep, promote_watermark)?;
                 }
                 finish_run(conn, run_id, status, &counts, message.as_deref())?;
                 Ok(counts)
@@ -234,6 +240,195 @@ struct StoreSink {
     counts: RunCounts,
     pending: Vec<oneshot::Receiver<Result<PageCounts>>>,
     bar: SourceProgress,
+    shift: ShiftWatch,
+    hold_watermark: bool,
+}
+
+/// Signs that records were added, removed or re-sorted upstream while we paged: the total
+/// moved, or an id came back. Full scans compare neighbouring pages; incremental scans
+/// (small, and sorted by `modified`, so an edit moves a record to the end) remember every id.
+#[derive(Default)]
+struct ShiftWatch {
+    remember_all: bool,
+    first_total: Option<u64>,
+    last_total: Option<u64>,
+    seen: std::collections::HashSet<String>,
+    overlapping: u64,
+}
+
+impl ShiftWatch {
+    fn new(remember_all: bool) -> ShiftWatch {
+        ShiftWatch { remember_all, ..ShiftWatch::default() }
+    }
+
+    fn observe(&mut self, page: &Page) {
+        if let Some(t) = page.total_records {
+            self.first_total.get_or_insert(t);
+            self.last_total = Some(t);
+        }
+        if !self.remember_all {
+            let ids: std::collections::HashSet<String> = page.records.iter().map(|r| r.external_id.clone()).collect();
+            self.overlapping += ids.intersection(&self.seen).count() as u64;
+            self.seen = ids;
+        } else {
+            for r in &page.records {
+                if !self.seen.insert(r.external_id.clone()) {
+                    self.overlapping += 1;
+                }
+            }
+        }
+    }
+
+    /// A description of the shift, if one was seen.
+    fn detected(&self) -> Option<String> {
+        let total_moved = self.first_total != self.last_total;
+        (total_moved || self.overlapping > 0).then(|| {
+            format!(
+                "records were added or removed while paging ({} ids repeated across pages, total {} -> {})",
+                self.overlapping,
+                self.first_total.map_or("unknown".into(), |t| t.to_string()),
+                self.last_total.map_or("unknown".into(), |t| t.to_string())
+            )
+        })
+    }
+}
+
+/// At most this many passes over a source whose pages shift while it is read.
+const MAX_PASSES: u32 = 2;
+
+/// Pages through the source; a full scan then re-reads once if pages shifted, and looks up
+/// every stored record it did not see, so only records really gone are marked deleted.
+async fn scan_source(source: &Source, plan: &ScanPlan, concurrency: usize, sink: &mut StoreSink) -> Result<(), ScanError> {
+    let mut start = plan.start.clone();
+    for pass in 1..=MAX_PASSES {
+        sink.shift = ShiftWatch::new(!plan.full);
+        paginate::scan(source, start, &plan.scope, concurrency, sink).await?;
+        let Some(shift) = sink.shift.detected() else {
+            sink.hold_watermark = false;
+            break;
+        };
+        // Until a pass reads without a shift, the watermark stays put so nothing is skipped.
+        sink.hold_watermark = true;
+        tracing::info!(source = %sink.source, pass, "pages shifted during the scan");
+        sink.note_problem("page_shift", format!("pass {pass}: {shift}")).await.map_err(ScanError::Sink)?;
+        start = Position::first(source.api.paging());
+    }
+    if plan.sweep {
+        sweep_ids(source, sink).await?;
+    }
+    if plan.full || plan.sweep {
+        sink.settle().await.map_err(ScanError::Sink)?;
+        recover_unseen(source, sink).await?;
+    }
+    Ok(())
+}
+
+/// CareHQ's id-only sweep: sights every id (bookkeeping only) and fetches ids the store
+/// has never seen.
+async fn sweep_ids(source: &Source, sink: &mut StoreSink) -> Result<(), ScanError> {
+    let mut sightings = Sightings { writer: sink.writer.clone(), source: sink.source.clone(), scan_id: sink.scan_id, unknown: Vec::new() };
+    let scope = Scope { modified_after: None, ids_only: true };
+    paginate::scan(source, Position::first(source.api.paging()), &scope, 4, &mut sightings).await?;
+    if !sightings.unknown.is_empty() {
+        tracing::info!(source = %sink.source, unknown = sightings.unknown.len(), "sweep found records the store lacks");
+        fetch_and_store(source, sink, &sightings.unknown).await?;
+    }
+    Ok(())
+}
+
+struct Sightings {
+    writer: Writer,
+    source: Arc<str>,
+    scan_id: i64,
+    unknown: Vec<String>,
+}
+
+impl PageSink for Sightings {
+    async fn accept(&mut self, _fetched: Position, page: Page, _next: Position) -> Result<()> {
+        let ids: Vec<String> = page.records.into_iter().map(|r| r.external_id).collect();
+        let (source, scan_id) = (self.source.clone(), self.scan_id);
+        let unknown = self
+            .writer
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                let mut unknown = Vec::new();
+                {
+                    let now = now_rfc3339();
+                    let mut touch = tx.prepare_cached(
+                        "UPDATE source_record SET seen_scan = ?3, last_seen_at = ?4
+                         WHERE source = ?1 AND external_id = ?2 AND deleted_at IS NULL",
+                    )?;
+                    for id in ids {
+                        if touch.execute(params![&*source, id, scan_id, now])? == 0 {
+                            unknown.push(id);
+                        }
+                    }
+                }
+                tx.commit()?;
+                Ok(unknown)
+            })
+            .await?;
+        self.unknown.extend(unknown);
+        Ok(())
+    }
+}
+
+/// Looks up the stored records this full scan did not see. Those the API still has were
+/// hidden by a page shift and are stored now; the rest stay unseen, to be marked deleted.
+async fn recover_unseen(source: &Source, sink: &mut StoreSink) -> Result<(), ScanError> {
+    let (name, scan_id) = (sink.source.clone(), sink.scan_id);
+    let unseen: Vec<String> = sink
+        .writer
+        .call(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT external_id FROM source_record
+                 WHERE source = ?1 AND seen_scan < ?2 AND deleted_at IS NULL AND external_id NOT LIKE 'missing-key:%'",
+            )?;
+            let ids = stmt.query_map(params![&*name, scan_id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(ids)
+        })
+        .await
+        .map_err(ScanError::Sink)?;
+    if unseen.is_empty() {
+        return Ok(());
+    }
+    let recovered = fetch_and_store(source, sink, &unseen).await?;
+    if recovered > 0 {
+        tracing::info!(source = %sink.source, unseen = unseen.len(), recovered, "recovered records a page shift hid");
+        sink.note_problem("page_shift", format!("{recovered} of {} unseen records still exist upstream; re-read", unseen.len()))
+            .await
+            .map_err(ScanError::Sink)?;
+    }
+    Ok(())
+}
+
+/// Fetches these records by key and stores those the API still has; returns how many.
+async fn fetch_and_store(source: &Source, sink: &mut StoreSink, ids: &[String]) -> Result<u64, ScanError> {
+    let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let mut found = 0u64;
+    for lookup in source.api.lookups(ids) {
+        let api = source.api.clone();
+        let request = lookup.clone();
+        let answer = source.http.execute(&lookup.spec, move |body| api.parse_lookup(&request, &body)).await;
+        let page = match answer {
+            Ok(page) => page,
+            Err(crate::source::http::FetchError::Refused { status: 404, .. }) if lookup.single => continue,
+            Err(error) => return Err(ScanError::Fetch { position: "looking up records by key".into(), error }),
+        };
+        let records: Vec<_> = page.records.into_iter().filter(|r| wanted.contains(r.external_id.as_str())).collect();
+        if records.is_empty() {
+            continue;
+        }
+        found += records.len() as u64;
+        sink.counts.records_seen += records.len() as u64;
+        let rx = sink
+            .writer
+            .write_page(PageWrite { source: sink.source.clone(), kind: sink.kind, scan_id: sink.scan_id, records, checkpoint: None })
+            .await
+            .map_err(ScanError::Sink)?;
+        sink.pending.push(rx);
+    }
+    Ok(found)
 }
 
 impl StoreSink {
@@ -255,8 +450,18 @@ impl StoreSink {
     }
 }
 
+impl StoreSink {
+    async fn note_problem(&mut self, kind: &'static str, message: String) -> Result<()> {
+        self.counts.errors += 1;
+        let (run_id, source) = (self.run_id, self.source.clone());
+        let problems = vec![(String::new(), None, kind, message)];
+        self.writer.call(move |conn| record_problems(conn, run_id, &source, &problems)).await
+    }
+}
+
 impl PageSink for StoreSink {
     async fn accept(&mut self, fetched: Position, page: Page, next: Position) -> Result<()> {
+        self.shift.observe(&page);
         self.pages_done += 1;
         self.counts.pages += 1;
         self.counts.records_seen += page.records.len() as u64;
@@ -276,12 +481,12 @@ impl PageSink for StoreSink {
                 kind: self.kind,
                 scan_id: self.scan_id,
                 records: page.records,
-                checkpoint: Checkpoint {
+                checkpoint: Some(Checkpoint {
                     scan_id: self.scan_id,
                     next_position: Some(next.to_json()),
                     pages_done: self.pages_done,
                     watermark: page.newest_modified,
-                },
+                }),
             })
             .await?;
         self.pending.push(rx);
@@ -303,6 +508,7 @@ fn begin_run(
     source: &str,
     mode: Mode,
     incremental_capable: bool,
+    sweep_every: u32,
     first: Position,
 ) -> Result<(i64, ScanPlan)> {
     let tx = conn.transaction()?;
@@ -312,27 +518,30 @@ fn begin_run(
         params![source, mode.as_str(), now],
     )?;
     let run_id = tx.last_insert_rowid();
-    let state: Option<(i64, String, Option<String>, i64, bool, Option<String>)> = tx
+    let state: Option<(i64, String, Option<String>, i64, bool, Option<String>, i64)> = tx
         .query_row(
-            "SELECT scan_id, scan_mode, position, pages_done, complete, watermark FROM sync_state WHERE source = ?1",
+            "SELECT scan_id, scan_mode, position, pages_done, complete, watermark, syncs_since_sweep
+             FROM sync_state WHERE source = ?1",
             params![source],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
         )
         .optional()?;
+    let syncs_since_sweep = state.as_ref().map_or(0, |s| s.6);
     let watermark = state.as_ref().and_then(|s| s.5.clone());
     let want_full = !(mode == Mode::Sync && incremental_capable && watermark.is_some());
+    let sweep = !want_full && sweep_every > 0 && syncs_since_sweep + 1 >= sweep_every as i64;
     let scope = if want_full {
         Scope::default()
     } else {
-        Scope { modified_after: watermark.as_deref().map(overlap_before) }
+        Scope { modified_after: watermark.as_deref().map(overlap_before), ids_only: false }
     };
-    let resumable = state.as_ref().and_then(|(scan_id, scan_mode, position, pages_done, complete, _)| {
+    let resumable = state.as_ref().and_then(|(scan_id, scan_mode, position, pages_done, complete, _, _)| {
         let same_kind = (scan_mode == "full") == want_full;
         let position = position.as_deref().and_then(Position::from_json)?;
         (!complete && same_kind).then_some((*scan_id, position, *pages_done as u64))
     });
     let plan = match resumable {
-        Some((scan_id, start, pages_done)) => ScanPlan { scan_id, full: want_full, start, pages_done, scope },
+        Some((scan_id, start, pages_done)) => ScanPlan { scan_id, full: want_full, sweep, start, pages_done, scope },
         None => {
             let scan_id = state.as_ref().map_or(1, |s| s.0 + 1);
             tx.execute(
@@ -342,7 +551,7 @@ fn begin_run(
                      position = ?5, pages_done = 0, complete = 0, scan_watermark = NULL",
                 params![source, scan_id, if want_full { "full" } else { "incremental" }, now, first.to_json()],
             )?;
-            ScanPlan { scan_id, full: want_full, start: first, pages_done: 0, scope }
+            ScanPlan { scan_id, full: want_full, sweep, start: first, pages_done: 0, scope }
         }
     };
     tx.commit()?;
@@ -357,11 +566,20 @@ fn overlap_before(watermark: &str) -> String {
     }
 }
 
-/// Closes a completed scan; a full scan marks what it no longer saw as deleted.
-fn close_scan(conn: &mut Connection, source: &str, scan_id: i64, full: bool) -> Result<u64> {
+/// Closes a completed scan; a full scan, or an incremental one with an id sweep, marks what
+/// it no longer saw as deleted.
+fn close_scan(
+    conn: &mut Connection,
+    source: &str,
+    scan_id: i64,
+    full: bool,
+    sweep: bool,
+    promote_watermark: bool,
+) -> Result<u64> {
     let tx = conn.transaction()?;
     let now = now_rfc3339();
-    let deleted = if full {
+    let saw_everything = full || sweep;
+    let deleted = if saw_everything {
         tx.execute(
             "UPDATE source_record SET deleted_at = ?3
              WHERE source = ?1 AND seen_scan < ?2 AND deleted_at IS NULL",
@@ -372,11 +590,12 @@ fn close_scan(conn: &mut Connection, source: &str, scan_id: i64, full: bool) -> 
     };
     tx.execute(
         "UPDATE sync_state SET complete = 1, position = NULL,
-             watermark = CASE WHEN scan_watermark IS NOT NULL AND (watermark IS NULL OR scan_watermark > watermark)
+             watermark = CASE WHEN ?5 AND scan_watermark IS NOT NULL AND (watermark IS NULL OR scan_watermark > watermark)
                               THEN scan_watermark ELSE watermark END,
-             last_complete_at = CASE WHEN ?3 THEN ?4 ELSE last_complete_at END
+             last_complete_at = CASE WHEN ?3 THEN ?4 ELSE last_complete_at END,
+             syncs_since_sweep = CASE WHEN ?3 THEN 0 ELSE syncs_since_sweep + 1 END
          WHERE source = ?1 AND scan_id = ?2",
-        params![source, scan_id, full, now],
+        params![source, scan_id, saw_everything, now, promote_watermark],
     )?;
     tx.commit()?;
     Ok(deleted)

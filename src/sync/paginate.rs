@@ -64,7 +64,7 @@ pub async fn scan<S: PageSink + Send>(
 }
 
 async fn fetch(source: &Source, position: &Position, scope: &Scope) -> Result<Page, ScanError> {
-    let spec = source.api.list_request(position, source.config.page_size, scope);
+    let spec = source.api.list_request(position, page_size(source, scope), scope);
     let api: Arc<dyn ListApi> = source.api.clone();
     source
         .http
@@ -124,7 +124,7 @@ async fn scan_numbered<S: PageSink + Send>(
     sink: &mut S,
     guard: &mut LoopGuard,
 ) -> Result<(), ScanError> {
-    let page_size = source.config.page_size as usize;
+    let page_size = page_size(source, scope) as usize;
     let page = fetch(source, &Position::Page(start), scope).await?;
     guard.check(&page)?;
     let promised_last = page.total_pages.map(|n| (first + n).saturating_sub(1));
@@ -176,6 +176,11 @@ async fn scan_numbered<S: PageSink + Send>(
         next = batch_end + 1;
     }
     Ok(())
+}
+
+/// An id-only sweep always asks for the largest pages.
+fn page_size(source: &Source, scope: &Scope) -> u32 {
+    if scope.ids_only { source.config.kind.max_page_size() } else { source.config.page_size }
 }
 
 /// Detects an API serving the same page again and again.

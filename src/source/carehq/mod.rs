@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::http::Params;
+use super::Lookup;
 use super::kind::SourceKind;
 use super::{ListApi, Page, Paging, Position, Scope, WireId, key_from, keyed_records, param};
 use crate::config::RateLimit;
@@ -95,7 +96,8 @@ impl ListApi for CareHqList {
     }
 
     fn list_query(&self, position: &Position, page_size: u32, scope: &Scope) -> Params {
-        let mut q: Params = self.attributes().iter().map(|a| param("attributes", a)).collect();
+        let attributes = if scope.ids_only { &["_id"][..] } else { self.attributes() };
+        let mut q: Params = attributes.iter().map(|a| param("attributes", a)).collect();
         if self.kind == SourceKind::CarehqUsers {
             q.push(param("filters-suspended", "unset"));
         }
@@ -115,10 +117,27 @@ impl ListApi for CareHqList {
         q
     }
 
+    fn key_of(&self, item: &str) -> Result<String, String> {
+        key_from::<Key>(item, |k| k.id)
+    }
+
+    fn lookups(&self, ids: &[String]) -> Vec<Lookup> {
+        super::batched_lookups(ids, 100, |chunk| {
+            let mut q: Params = self.attributes().iter().map(|a| param("attributes", a)).collect();
+            q.extend(chunk.iter().map(|id| param("filters-ids", id)));
+            if self.kind == SourceKind::CarehqUsers {
+                q.push(param("filters-suspended", "unset"));
+            }
+            q.push(param("page", 1));
+            q.push(param("per_page", 100));
+            q
+        })
+    }
+
     fn parse_page(&self, body: &[u8]) -> Result<Page, String> {
         let env: Envelope<'_> =
             serde_json::from_slice(body).map_err(|e| format!("not a CareHQ list page: {e}"))?;
-        let (records, problems) = keyed_records(self.kind, &env.items, |item| key_from::<Key>(item, |k| k.id));
+        let (records, problems) = keyed_records(self.kind, &env.items, |item| self.key_of(item));
         let newest_modified = env
             .items
             .iter()
