@@ -12,8 +12,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod model;
 pub mod privacy;
-// pub mod sim;
+pub mod sim;
 pub mod source;
 pub mod store;
 pub mod sync;
+pub mod transform;

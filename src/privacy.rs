@@ -32,7 +32,9 @@ fn redact_numbers(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < chars.len() {
-        if chars[i].is_ascii_digit() || (chars[i] == '+' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) {
+        if chars[i].is_ascii_digit()
+            || (chars[i] == '+' && chars.get(i + 1).is_some_and(char::is_ascii_digit))
+        {
             let start = i;
             let mut digits = 0;
             let mut end = i;
@@ -44,7 +46,11 @@ fn redact_numbers(text: &str) -> String {
                     end = j + 1;
                 } else if !(matches!(c, ' ' | '-' | '(' | ')') || (c == '+' && j == start)) {
                     break;
-                } else if !chars.get(j + 1).is_some_and(|n| n.is_ascii_digit() || *n == '(') && c != '+' {
+                } else if !chars
+                    .get(j + 1)
+                    .is_some_and(|n| n.is_ascii_digit() || *n == '(')
+                    && c != '+'
+                {
                     break;
                 }
                 j += 1;
@@ -70,11 +76,20 @@ mod tests {
     #[test]
     fn emails_and_long_numbers_are_hidden() {
         let cases = [
-            ("email Anna.M@example.com already exists", "email <email> already exists"),
-            ("nhs_number: 485 777 3456 is invalid", "nhs_number: <number> is invalid"),
+            (
+                "email Anna.M@example.com already exists",
+                "email <email> already exists",
+            ),
+            (
+                "nhs_number: 485 777 3456 is invalid",
+                "nhs_number: <number> is invalid",
+            ),
             ("phone +44 7700 900123 bad", "phone <number> bad"),
             ("page 2 of 54, per_page 100", "page 2 of 54, per_page 100"),
-            ("Please try again in 7 second(s).", "Please try again in 7 second(s)."),
+            (
+                "Please try again in 7 second(s).",
+                "Please try again in 7 second(s).",
+            ),
             ("dob 1946-03-25 wrong", "dob <number> wrong"),
         ];
         for (input, expected) in cases {

@@ -7,14 +7,21 @@ use crate::source::ratelimit::Budgets;
 use crate::source::{Position, Scope, build_sources};
 
 pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
-    println!("{}: configuration is valid ({} sources)", config.file.display(), config.sources.len());
+    println!(
+        "{}: configuration is valid ({} sources)",
+        config.file.display(),
+        config.sources.len()
+    );
     let budgets = Budgets::default();
     let sources = build_sources(config, &[], &budgets)?;
     let checks = sources.iter().map(|source| async move {
         let first = Position::first(source.api.paging());
         let spec = source.api.list_request(&first, 1, &Scope::default());
         let api = source.api.clone();
-        let result = source.http.execute(&spec, move |body| api.parse_page(&body)).await;
+        let result = source
+            .http
+            .execute(&spec, move |body| api.parse_page(&body))
+            .await;
         (source, result)
     });
     let mut failed = 0;
@@ -22,8 +29,14 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         let name = source.name();
         match result {
             Ok(page) => {
-                let total = page.total_records.map(|t| format!(", {t} records reported")).unwrap_or_default();
-                println!("  ok    {name} ({}): credentials accepted{total}", source.config.kind);
+                let total = page
+                    .total_records
+                    .map(|t| format!(", {t} records reported"))
+                    .unwrap_or_default();
+                println!(
+                    "  ok    {name} ({}): credentials accepted{total}",
+                    source.config.kind
+                );
             }
             Err(e) => {
                 failed += 1;

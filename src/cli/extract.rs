@@ -32,7 +32,13 @@ pub async fn run_pipeline(
     progress: Progress,
 ) -> anyhow::Result<Vec<SourceOutcome>> {
     let pipeline = Pipeline::new(config, store);
-    pipeline.run(&RunOptions { mode, only, progress }).await
+    pipeline
+        .run(&RunOptions {
+            mode,
+            only,
+            progress,
+        })
+        .await
 }
 
 /// Success only when every source succeeded; otherwise an error naming each failed source.
@@ -40,11 +46,23 @@ pub fn exit_for(outcomes: &[SourceOutcome]) -> anyhow::Result<ExitCode> {
     let failed: Vec<String> = outcomes
         .iter()
         .filter(|o| o.status != RunStatus::Succeeded)
-        .map(|o| format!("source `{}` {}: {}", o.source, o.status.as_str(), o.error.as_deref().unwrap_or("unknown error")))
+        .map(|o| {
+            format!(
+                "source `{}` {}: {}",
+                o.source,
+                o.status.as_str(),
+                o.error.as_deref().unwrap_or("unknown error")
+            )
+        })
         .collect();
     if failed.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        anyhow::bail!("{} of {} sources did not finish:\n  {}", failed.len(), outcomes.len(), failed.join("\n  "))
+        anyhow::bail!(
+            "{} of {} sources did not finish:\n  {}",
+            failed.len(),
+            outcomes.len(),
+            failed.join("\n  ")
+        )
     }
 }

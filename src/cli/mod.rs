@@ -1,9 +1,9 @@
 //! The command line: one file per subcommand; each variant's `///` comment is its `--help`.
 
 mod check;
-// mod demo;
-mod extract;
-// mod simulate;
+pub mod demo;
+pub mod extract;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config::{self, Config};
 
 #[derive(Debug, Parser)]
-#[command(name = "caresync", version, about = "Keeps a care provider's person records from CareHQ, Care360, PACE and the marketplace in one SQLite store")]
+#[command(
+    name = "caresync",
+    version,
+    about = "Keeps a care provider's person records from CareHQ, Care360, PACE and the marketplace in one SQLite store"
+)]
 pub struct Cli {
     /// The configuration file; relative paths inside it resolve against its folder.
     #[arg(long, global = true, default_value = "sync.toml", value_name = "PATH")]
@@ -41,19 +45,23 @@ pub enum Command {
     Backfill(extract::ExtractArgs),
     /// Read what changed since the last run: CareHQ from its watermark, the others by a re-scan.
     Sync(extract::ExtractArgs),
-    // /// Serve the five built-in API simulators on loopback until interrupted.
-    // Simulate(simulate::SimulateArgs),
-    // /// Start the simulators in-process, backfill them into a fresh demo database, and show it.
-    // Demo(demo::DemoArgs),
+    /// Serve the five built-in API simulators on loopback until interrupted.
+    Simulate(simulate::SimulateArgs),
+    /// Start the simulators in-process, backfill them into a fresh demo database, and show it.
+    Demo(demo::DemoArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check => check::run(&load_config(&cli.config)?).await,
-        Command::Backfill(args) => extract::run(load_config(&cli.config)?, crate::sync::Mode::Backfill, args).await,
-        Command::Sync(args) => extract::run(load_config(&cli.config)?, crate::sync::Mode::Sync, args).await,
-        // Command::Simulate(args) => simulate::run(args).await,
-        // Command::Demo(args) => demo::run(args).await,
+        Command::Backfill(args) => {
+            extract::run(load_config(&cli.config)?, crate::sync::Mode::Backfill, args).await
+        }
+        Command::Sync(args) => {
+            extract::run(load_config(&cli.config)?, crate::sync::Mode::Sync, args).await
+        }
+        Command::Simulate(args) => simulate::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
     }
 }
 

@@ -33,10 +33,18 @@ impl fmt::Debug for Secret {
 
 #[derive(Debug, Clone)]
 pub enum Credentials {
-    CareHq { account_id: Secret, api_key: Secret, api_secret: Secret },
+    CareHq {
+        account_id: Secret,
+        api_key: Secret,
+        api_secret: Secret,
+    },
     Bearer(Secret),
     CvApiKey(Secret),
-    Pace { api_key: Secret, customer_id: Secret, customer_id_header: String },
+    Pace {
+        api_key: Secret,
+        customer_id: Secret,
+        customer_id_header: String,
+    },
 }
 
 impl Credentials {
@@ -64,8 +72,15 @@ impl RateLimit {
         let (n, span) = text.trim().split_once('/').ok_or_else(err)?;
         let requests: u32 = n.trim().parse().map_err(|_| err())?;
         let span = span.trim();
-        let (digits, unit) = span.split_at(span.find(|c: char| !c.is_ascii_digit()).unwrap_or(span.len()));
-        let count: u64 = if digits.is_empty() { 1 } else { digits.parse().map_err(|_| err())? };
+        let (digits, unit) = span.split_at(
+            span.find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(span.len()),
+        );
+        let count: u64 = if digits.is_empty() {
+            1
+        } else {
+            digits.parse().map_err(|_| err())?
+        };
         let per = match unit {
             "ms" => Duration::from_millis(count),
             "s" => Duration::from_secs(count),
@@ -98,13 +113,20 @@ pub struct SourceConfig {
 impl SourceConfig {
     /// The collection URL: `base_url` + the kind's documented path.
     pub fn collection_url(&self) -> String {
-        format!("{}{}", self.base_url.as_str().trim_end_matches('/'), self.kind.collection_path())
+        format!(
+            "{}{}",
+            self.base_url.as_str().trim_end_matches('/'),
+            self.kind.collection_path()
+        )
     }
 
     /// The rate limit in force before the API says otherwise.
     pub fn effective_rate_limit(&self) -> Option<RateLimit> {
         self.rate_limit.or(match self.kind {
-            SourceKind::PaceUsers => Some(RateLimit { requests: 5, per: Duration::from_secs(10) }),
+            SourceKind::PaceUsers => Some(RateLimit {
+                requests: 5,
+                per: Duration::from_secs(10),
+            }),
             _ => None,
         })
     }
@@ -160,7 +182,12 @@ pub struct ConfigErrors {
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
-        write!(f, "{}: {n} problem{} in the configuration", self.file.display(), if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "{}: {n} problem{} in the configuration",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
         for p in &self.problems {
             write!(f, "\n  - {}: {p}", self.file.display())?;
         }
@@ -186,7 +213,9 @@ pub fn load(file: &Path, env: EnvLookup<'_>) -> Result<Config, ConfigErrors> {
 }
 
 pub fn parse(text: &str, file: &Path, env: EnvLookup<'_>) -> Result<Config, ConfigErrors> {
-    let mut v = Validator { problems: Vec::new() };
+    let mut v = Validator {
+        problems: Vec::new(),
+    };
     let table: Table = match text.parse() {
         Ok(t) => t,
         Err(e) => {
@@ -212,7 +241,10 @@ pub fn parse(text: &str, file: &Path, env: EnvLookup<'_>) -> Result<Config, Conf
 
     let mut sources = Vec::new();
     match table.get("sources") {
-        None => v.problem("sources", "no sources: add at least one [sources.<name>] table"),
+        None => v.problem(
+            "sources",
+            "no sources: add at least one [sources.<name>] table",
+        ),
         Some(Value::Table(all)) => {
             let sorted: BTreeMap<_, _> = all.iter().collect();
             for (name, value) in sorted {
@@ -231,9 +263,17 @@ pub fn parse(text: &str, file: &Path, env: EnvLookup<'_>) -> Result<Config, Conf
     }
 
     if v.problems.is_empty() {
-        Ok(Config { file: file.to_path_buf(), store_path, http, sources })
+        Ok(Config {
+            file: file.to_path_buf(),
+            store_path,
+            http,
+            sources,
+        })
     } else {
-        Err(ConfigErrors { file: file.to_path_buf(), problems: v.problems })
+        Err(ConfigErrors {
+            file: file.to_path_buf(),
+            problems: v.problems,
+        })
     }
 }
 
@@ -241,8 +281,14 @@ struct Validator {
     problems: Vec<String>,
 }
 
-const COMMON_SOURCE_KEYS: &[&str] =
-    &["kind", "base_url", "page_size", "rate_limit", "allow_insecure_http", "schedule"];
+const COMMON_SOURCE_KEYS: &[&str] = &[
+    "kind",
+    "base_url",
+    "page_size",
+    "rate_limit",
+    "allow_insecure_http",
+    "schedule",
+];
 
 impl Validator {
     fn problem(&mut self, key: &str, message: impl fmt::Display) {
@@ -252,8 +298,15 @@ impl Validator {
     fn unknown_keys(&mut self, at: &str, table: &Table, allowed: &[&str]) {
         for key in table.keys() {
             if !allowed.contains(&key.as_str()) {
-                let full = if at.is_empty() { key.clone() } else { format!("{at}.{key}") };
-                self.problem(&full, format!("unknown key (expected one of: {})", allowed.join(", ")));
+                let full = if at.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{at}.{key}")
+                };
+                self.problem(
+                    &full,
+                    format!("unknown key (expected one of: {})", allowed.join(", ")),
+                );
             }
         }
     }
@@ -285,7 +338,10 @@ impl Validator {
             None => None,
             Some(Value::Integer(i)) if (min..=max).contains(i) => Some(*i),
             Some(_) => {
-                self.problem(&format!("{at}.{key}"), format!("must be a whole number from {min} to {max}"));
+                self.problem(
+                    &format!("{at}.{key}"),
+                    format!("must be a whole number from {min} to {max}"),
+                );
                 None
             }
         }
@@ -304,11 +360,20 @@ impl Validator {
 
     fn http(&mut self, root: &Table) -> HttpSettings {
         let mut http = HttpSettings::default();
-        let Some(t) = self.table(root, "http") else { return http };
+        let Some(t) = self.table(root, "http") else {
+            return http;
+        };
         self.unknown_keys(
             "http",
             t,
-            &["timeout_secs", "connect_timeout_secs", "max_retries", "min_backoff_ms", "max_backoff_ms", "concurrency"],
+            &[
+                "timeout_secs",
+                "connect_timeout_secs",
+                "max_retries",
+                "min_backoff_ms",
+                "max_backoff_ms",
+                "concurrency",
+            ],
         );
         if let Some(s) = self.integer(t, "http", "timeout_secs", 1, 3600) {
             http.timeout = Duration::from_secs(s as u64);
@@ -338,7 +403,10 @@ impl Validator {
         let full = format!("{at}.{key}");
         let Some(var) = self.string(t, at, key) else {
             if !t.contains_key(key) {
-                self.problem(&full, "missing: name the environment variable that holds this credential");
+                self.problem(
+                    &full,
+                    "missing: name the environment variable that holds this credential",
+                );
             }
             return None;
         };
@@ -355,8 +423,18 @@ impl Validator {
         }
     }
 
-    fn source(&mut self, name: &str, at: &str, t: &Table, env: EnvLookup<'_>) -> Option<SourceConfig> {
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    fn source(
+        &mut self,
+        name: &str,
+        at: &str,
+        t: &Table,
+        env: EnvLookup<'_>,
+    ) -> Option<SourceConfig> {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             self.problem(at, "source names may use only letters, digits, `_` and `-`");
         }
         let kind = match self.string(t, at, "kind") {
@@ -375,8 +453,15 @@ impl Validator {
             },
         };
         let specific: &[&str] = match kind {
-            Some(k) if k.is_carehq() => &["account_id_env", "api_key_env", "api_secret_env", "deletion_sweep_every"],
-            Some(SourceKind::PaceUsers) => &["api_key_env", "customer_id_env", "customer_id_header"],
+            Some(k) if k.is_carehq() => &[
+                "account_id_env",
+                "api_key_env",
+                "api_secret_env",
+                "deletion_sweep_every",
+            ],
+            Some(SourceKind::PaceUsers) => {
+                &["api_key_env", "customer_id_env", "customer_id_header"]
+            }
             Some(_) => &["api_key_env"],
             None => &[],
         };
@@ -387,33 +472,51 @@ impl Validator {
         let allow_insecure = self.boolean(t, at, "allow_insecure_http").unwrap_or(false);
         let base_url = self.base_url(t, at, allow_insecure);
         let max = kind.map(SourceKind::max_page_size).unwrap_or(100);
-        let page_size = self.integer(t, at, "page_size", 1, max as i64).map(|n| n as u32);
-        let rate_limit = self.string(t, at, "rate_limit").and_then(|r| match RateLimit::parse(&r) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                self.problem(&format!("{at}.rate_limit"), e);
-                None
-            }
-        });
+        let page_size = self
+            .integer(t, at, "page_size", 1, max as i64)
+            .map(|n| n as u32);
+        let rate_limit =
+            self.string(t, at, "rate_limit")
+                .and_then(|r| match RateLimit::parse(&r) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        self.problem(&format!("{at}.rate_limit"), e);
+                        None
+                    }
+                });
         let schedule = self.string(t, at, "schedule");
-        let deletion_sweep_every = self.integer(t, at, "deletion_sweep_every", 0, 10_000).map_or(1, |n| n as u32);
+        let deletion_sweep_every = self
+            .integer(t, at, "deletion_sweep_every", 0, 10_000)
+            .map_or(1, |n| n as u32);
         let kind = kind?;
         let credentials = match kind {
             SourceKind::CarehqServiceUsers | SourceKind::CarehqUsers => {
                 let account_id = self.secret(t, at, "account_id_env", env);
                 let api_key = self.secret(t, at, "api_key_env", env);
                 let api_secret = self.secret(t, at, "api_secret_env", env);
-                Credentials::CareHq { account_id: account_id?, api_key: api_key?, api_secret: api_secret? }
+                Credentials::CareHq {
+                    account_id: account_id?,
+                    api_key: api_key?,
+                    api_secret: api_secret?,
+                }
             }
-            SourceKind::MarketplaceUsers => Credentials::Bearer(self.secret(t, at, "api_key_env", env)?),
-            SourceKind::CarevalidateUsers => Credentials::CvApiKey(self.secret(t, at, "api_key_env", env)?),
+            SourceKind::MarketplaceUsers => {
+                Credentials::Bearer(self.secret(t, at, "api_key_env", env)?)
+            }
+            SourceKind::CarevalidateUsers => {
+                Credentials::CvApiKey(self.secret(t, at, "api_key_env", env)?)
+            }
             SourceKind::PaceUsers => {
                 let api_key = self.secret(t, at, "api_key_env", env);
                 let customer_id = self.secret(t, at, "customer_id_env", env);
                 let header = self
                     .string(t, at, "customer_id_header")
                     .unwrap_or_else(|| "x-customer-id".to_string());
-                Credentials::Pace { api_key: api_key?, customer_id: customer_id?, customer_id_header: header }
+                Credentials::Pace {
+                    api_key: api_key?,
+                    customer_id: customer_id?,
+                    customer_id_header: header,
+                }
             }
         };
         Some(SourceConfig {
@@ -485,14 +588,34 @@ mod tests {
     }
 
     fn problems(text: &str) -> Vec<String> {
-        parse(text, Path::new("sync.toml"), &env).expect_err("invalid config").problems
+        parse(text, Path::new("sync.toml"), &env)
+            .expect_err("invalid config")
+            .problems
     }
 
     #[test]
     fn rate_limits_parse() {
-        assert_eq!(RateLimit::parse("10/1s"), Ok(RateLimit { requests: 10, per: Duration::from_secs(1) }));
-        assert_eq!(RateLimit::parse("5/10s"), Ok(RateLimit { requests: 5, per: Duration::from_secs(10) }));
-        assert_eq!(RateLimit::parse("600/m"), Ok(RateLimit { requests: 600, per: Duration::from_secs(60) }));
+        assert_eq!(
+            RateLimit::parse("10/1s"),
+            Ok(RateLimit {
+                requests: 10,
+                per: Duration::from_secs(1)
+            })
+        );
+        assert_eq!(
+            RateLimit::parse("5/10s"),
+            Ok(RateLimit {
+                requests: 5,
+                per: Duration::from_secs(10)
+            })
+        );
+        assert_eq!(
+            RateLimit::parse("600/m"),
+            Ok(RateLimit {
+                requests: 600,
+                per: Duration::from_secs(60)
+            })
+        );
         for bad in ["", "10", "0/1s", "10/0s", "x/1s", "10/1y", "10/-1s"] {
             assert!(RateLimit::parse(bad).is_err(), "{bad}");
         }
@@ -529,16 +652,32 @@ mod tests {
         assert_eq!(c.sources.len(), 3);
         let a = c.source("home_a").unwrap();
         assert_eq!(a.page_size, 100);
-        assert_eq!(a.collection_url(), "https://api.carehq.co.uk/v1/service-users");
+        assert_eq!(
+            a.collection_url(),
+            "https://api.carehq.co.uk/v1/service-users"
+        );
         assert_eq!(a.effective_rate_limit(), None);
         let b = c.source("home_b").unwrap();
-        assert_eq!(b.collection_url(), "https://proxy.example.org/carehq/v1/service-users");
+        assert_eq!(
+            b.collection_url(),
+            "https://proxy.example.org/carehq/v1/service-users"
+        );
         assert_eq!(b.page_size, 25);
         let p = c.source("pace").unwrap();
         assert_eq!(p.collection_url(), "https://online.cardinus.com/api/users");
-        assert_eq!(p.effective_rate_limit(), Some(RateLimit { requests: 5, per: Duration::from_secs(10) }));
+        assert_eq!(
+            p.effective_rate_limit(),
+            Some(RateLimit {
+                requests: 5,
+                per: Duration::from_secs(10)
+            })
+        );
         match &p.credentials {
-            Credentials::Pace { customer_id, customer_id_header, .. } => {
+            Credentials::Pace {
+                customer_id,
+                customer_id_header,
+                ..
+            } => {
                 assert_eq!(customer_id.expose(), "value-of-SET_C");
                 assert_eq!(customer_id_header, "x-customer-id");
             }
@@ -576,27 +715,49 @@ mod tests {
             "sources.c.api_key_env: environment variable `EMPTY` is empty",
             "sources.c.page_size: must be a whole number from 1 to 100",
         ] {
-            assert!(joined.contains(expected), "missing `{expected}` in:\n{joined}");
+            assert!(
+                joined.contains(expected),
+                "missing `{expected}` in:\n{joined}"
+            );
         }
         assert_eq!(p.len(), 7, "{joined}");
     }
 
     #[test]
     fn missing_credentials_and_sources_are_named() {
-        let p = problems("[sources.x]\nkind = \"pace_users\"\nbase_url = \"https://h\"\napi_key_env = \"SET_K\"\n");
-        assert_eq!(p, vec!["sources.x.customer_id_env: missing: name the environment variable that holds this credential"]);
+        let p = problems(
+            "[sources.x]\nkind = \"pace_users\"\nbase_url = \"https://h\"\napi_key_env = \"SET_K\"\n",
+        );
+        assert_eq!(
+            p,
+            vec![
+                "sources.x.customer_id_env: missing: name the environment variable that holds this credential"
+            ]
+        );
         let p = problems("[store]\npath = \"a.db\"\n");
-        assert_eq!(p, vec!["sources: no sources: add at least one [sources.<name>] table"]);
+        assert_eq!(
+            p,
+            vec!["sources: no sources: add at least one [sources.<name>] table"]
+        );
     }
 
     #[test]
     fn insecure_http_needs_loopback_or_opt_in() {
         let base = "[sources.m]\nkind = \"marketplace_users\"\napi_key_env = \"SET_T\"\n";
-        for ok in ["http://localhost:8080", "http://127.0.0.5:1", "http://[::1]:9"] {
+        for ok in [
+            "http://localhost:8080",
+            "http://127.0.0.5:1",
+            "http://[::1]:9",
+        ] {
             parse_ok(&format!("{base}base_url = \"{ok}\"\n"));
         }
-        parse_ok(&format!("{base}base_url = \"http://10.0.0.1\"\nallow_insecure_http = true\n"));
-        assert_eq!(problems(&format!("{base}base_url = \"ftp://h\"\n")).len(), 1);
+        parse_ok(&format!(
+            "{base}base_url = \"http://10.0.0.1\"\nallow_insecure_http = true\n"
+        ));
+        assert_eq!(
+            problems(&format!("{base}base_url = \"ftp://h\"\n")).len(),
+            1
+        );
     }
 
     #[test]
@@ -610,7 +771,10 @@ mod tests {
     #[test]
     fn broken_toml_is_reported_with_the_file() {
         let e = parse("[sources\n", Path::new("conf/sync.toml"), &env).unwrap_err();
-        assert!(e.to_string().starts_with("conf/sync.toml: 1 problem"), "{e}");
+        assert!(
+            e.to_string().starts_with("conf/sync.toml: 1 problem"),
+            "{e}"
+        );
         assert!(e.problems[0].starts_with("not valid TOML"), "{e}");
     }
 }

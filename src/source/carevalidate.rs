@@ -6,7 +6,9 @@ use serde_json::value::RawValue;
 
 use super::http::Params;
 use super::kind::SourceKind;
-use super::{ListApi, Lookup, Page, Paging, Position, Scope, WireId, key_from, keyed_records, param};
+use super::{
+    ListApi, Lookup, Page, Paging, Position, Scope, WireId, key_from, keyed_records, param,
+};
 
 pub struct CareValidateList;
 
@@ -40,7 +42,11 @@ impl ListApi for CareValidateList {
 
     fn list_query(&self, position: &Position, page_size: u32, _scope: &Scope) -> Params {
         // `sortOrder`, not the doc's typo `sorOrder`.
-        let mut q = vec![param("limit", page_size), param("sortBy", "createdAt"), param("sortOrder", "asc")];
+        let mut q = vec![
+            param("limit", page_size),
+            param("sortBy", "createdAt"),
+            param("sortOrder", "asc"),
+        ];
         if let Position::Cursor(Some(after)) = position {
             q.push(param("after", after));
         }
@@ -55,16 +61,21 @@ impl ListApi for CareValidateList {
     fn lookups(&self, ids: &[String]) -> Vec<Lookup> {
         ids.iter()
             .map(|email| Lookup {
-                spec: super::http::RequestSpec::get(vec![param("email", email), param("limit", 100)]),
+                spec: super::http::RequestSpec::get(vec![
+                    param("email", email),
+                    param("limit", 100),
+                ]),
                 single: false,
             })
             .collect()
     }
 
     fn parse_page(&self, body: &[u8]) -> Result<Page, String> {
-        let env: Envelope<'_> =
-            serde_json::from_slice(body).map_err(|e| format!("not a CareValidate users page: {e}"))?;
-        let (records, problems) = keyed_records(SourceKind::CarevalidateUsers, &env.data, |item| self.key_of(item));
+        let env: Envelope<'_> = serde_json::from_slice(body)
+            .map_err(|e| format!("not a CareValidate users page: {e}"))?;
+        let (records, problems) = keyed_records(SourceKind::CarevalidateUsers, &env.data, |item| {
+            self.key_of(item)
+        });
         Ok(Page {
             records,
             problems,

@@ -37,7 +37,12 @@ pub struct RequestSpec {
 
 impl RequestSpec {
     pub fn get(query: Params) -> RequestSpec {
-        RequestSpec { method: Method::GET, suffix: String::new(), query, body: Body::None }
+        RequestSpec {
+            method: Method::GET,
+            suffix: String::new(),
+            query,
+            body: Body::None,
+        }
     }
 }
 
@@ -59,7 +64,9 @@ impl FetchError {
     /// A bounded set of codes for `sync_error.kind` and metrics.
     pub fn code(&self) -> &'static str {
         match self {
-            FetchError::Refused { status: 401 | 403, .. } => "auth",
+            FetchError::Refused {
+                status: 401 | 403, ..
+            } => "auth",
             FetchError::Refused { .. } => "http_refused",
             FetchError::QuotaExhausted { .. } => "quota_exhausted",
             FetchError::GaveUp { .. } => "retries_exhausted",
@@ -89,7 +96,10 @@ impl HttpStats {
         std::mem::take(&mut *self.retried.lock().unwrap_or_else(|p| p.into_inner()))
     }
     fn note(&self, kind: &'static str, message: String) {
-        self.retried.lock().unwrap_or_else(|p| p.into_inner()).push(Retried { kind, message });
+        self.retried
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Retried { kind, message });
     }
 }
 
@@ -109,8 +119,15 @@ pub struct HttpClient {
 
 enum Attempt<T> {
     Done(T),
-    Retry { kind: &'static str, message: String, wait: Option<Duration> },
-    Throttled { wait: Duration, message: String },
+    Retry {
+        kind: &'static str,
+        message: String,
+        wait: Option<Duration>,
+    },
+    Throttled {
+        wait: Duration,
+        message: String,
+    },
     Fail(FetchError),
 }
 
@@ -125,7 +142,15 @@ impl HttpClient {
         let collection_path = url::Url::parse(&collection_url)
             .map(|u| u.path().to_string())
             .unwrap_or_default();
-        HttpClient { client, collection_url, collection_path, credentials, settings, limiter, stats: Arc::default() }
+        HttpClient {
+            client,
+            collection_url,
+            collection_path,
+            credentials,
+            settings,
+            limiter,
+            stats: Arc::default(),
+        }
     }
 
     /// A `reqwest::Client` for all sources: rustls, no proxies from the environment.
@@ -167,16 +192,31 @@ impl HttpClient {
                     throttled += 1;
                     self.stats.throttled.fetch_add(1, Ordering::Relaxed);
                     if throttled > MAX_THROTTLED_WAITS {
-                        return Err(FetchError::GaveUp { attempts, last: message });
+                        return Err(FetchError::GaveUp {
+                            attempts,
+                            last: message,
+                        });
                     }
                     self.stats.note("throttled", message);
                     self.limiter.pause_until(Instant::now() + wait);
                 }
-                Attempt::Retry { kind, message, wait } => {
+                Attempt::Retry {
+                    kind,
+                    message,
+                    wait,
+                } => {
                     let Some(delay) = delays.next() else {
-                        return Err(FetchError::GaveUp { attempts, last: message });
+                        return Err(FetchError::GaveUp {
+                            attempts,
+                            last: message,
+                        });
                     };
-                    tracing::debug!(kind, attempt = attempts, delay_ms = delay.as_millis() as u64, "retrying");
+                    tracing::debug!(
+                        kind,
+                        attempt = attempts,
+                        delay_ms = delay.as_millis() as u64,
+                        "retrying"
+                    );
                     self.stats.note(kind, message);
                     tokio::time::sleep(wait.unwrap_or(delay).max(delay)).await;
                 }
@@ -193,49 +233,87 @@ impl HttpClient {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let request = match self.build(spec) {
             Ok(r) => r,
-            Err(e) => return Attempt::Fail(FetchError::Refused { status: 0, reason: e }),
+            Err(e) => {
+                return Attempt::Fail(FetchError::Refused {
+                    status: 0,
+                    reason: e,
+                });
+            }
         };
         let response = match self.client.execute(request).await {
             Ok(r) => r,
             Err(e) => {
-                let kind = if e.is_timeout() { "timeout" } else { "transport" };
-                return Attempt::Retry { kind, message: transport_message(&e), wait: None };
+                let kind = if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "transport"
+                };
+                return Attempt::Retry {
+                    kind,
+                    message: transport_message(&e),
+                    wait: None,
+                };
             }
         };
         let status = response.status();
         let headers = response.headers().clone();
         let body = match response.bytes().await {
             Ok(b) => b,
-            Err(e) => return Attempt::Retry { kind: "transport", message: transport_message(&e), wait: None },
+            Err(e) => {
+                return Attempt::Retry {
+                    kind: "transport",
+                    message: transport_message(&e),
+                    wait: None,
+                };
+            }
         };
         if status.is_success() {
             self.learn_rate_headers(&headers);
             let parsed = tokio::task::spawn_blocking(move || parse(body)).await;
             return match parsed {
                 Ok(Ok(v)) => Attempt::Done(v),
-                Ok(Err(reason)) => Attempt::Retry { kind: "malformed_body", message: redact(&reason), wait: None },
-                Err(e) => Attempt::Fail(FetchError::Refused { status: status.as_u16(), reason: format!("parser failed: {e}") }),
+                Ok(Err(reason)) => Attempt::Retry {
+                    kind: "malformed_body",
+                    message: redact(&reason),
+                    wait: None,
+                },
+                Err(e) => Attempt::Fail(FetchError::Refused {
+                    status: status.as_u16(),
+                    reason: format!("parser failed: {e}"),
+                }),
             };
         }
-        let reason = api_reason(&body).unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string());
+        let reason = api_reason(&body)
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string());
         match status {
             StatusCode::TOO_MANY_REQUESTS => {
                 if is_quota_exhausted(&body) {
                     return Attempt::Fail(FetchError::QuotaExhausted { reason });
                 }
                 let wait = retry_after(&headers, &body, &self.limiter);
-                Attempt::Throttled { wait, message: format!("HTTP 429: {reason}") }
+                Attempt::Throttled {
+                    wait,
+                    message: format!("HTTP 429: {reason}"),
+                }
             }
-            s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => {
-                Attempt::Retry { kind: "http_status", message: format!("HTTP {}: {reason}", s.as_u16()), wait: None }
-            }
-            s => Attempt::Fail(FetchError::Refused { status: s.as_u16(), reason }),
+            s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => Attempt::Retry {
+                kind: "http_status",
+                message: format!("HTTP {}: {reason}", s.as_u16()),
+                wait: None,
+            },
+            s => Attempt::Fail(FetchError::Refused {
+                status: s.as_u16(),
+                reason,
+            }),
         }
     }
 
     fn build(&self, spec: &RequestSpec) -> Result<reqwest::Request, String> {
         let url = format!("{}{}", self.collection_url, spec.suffix);
-        let mut rb = self.client.request(spec.method.clone(), &url).header("Accept", "application/json");
+        let mut rb = self
+            .client
+            .request(spec.method.clone(), &url)
+            .header("Accept", "application/json");
         if !spec.query.is_empty() {
             rb = rb.query(&spec.query);
         }
@@ -246,62 +324,104 @@ impl HttpClient {
         };
         rb = match &spec.body {
             Body::None => rb,
-            Body::Form(p) => rb.header("Content-Type", "application/x-www-form-urlencoded").body(
-                serde_urlencoded::to_string(p).map_err(|e| format!("cannot encode the form: {e}"))?,
-            ),
-            Body::Json(v) => rb.header("Content-Type", "application/json").body(v.to_string()),
+            Body::Form(p) => rb
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(
+                    serde_urlencoded::to_string(p)
+                        .map_err(|e| format!("cannot encode the form: {e}"))?,
+                ),
+            Body::Json(v) => rb
+                .header("Content-Type", "application/json")
+                .body(v.to_string()),
         };
         let mut headers = HeaderMap::new();
         match &self.credentials {
-            Credentials::CareHq { account_id, api_key, api_secret } => {
-                let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+            Credentials::CareHq {
+                account_id,
+                api_key,
+                api_secret,
+            } => {
+                let timestamp = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
                 let nonce = signing::new_nonce();
                 let path = format!("{}{}", self.collection_path, spec.suffix);
-                let signature =
-                    signing::signature(api_secret.expose(), timestamp, &nonce, spec.method.as_str(), &path, signed_params);
+                let signature = signing::signature(
+                    api_secret.expose(),
+                    timestamp,
+                    &nonce,
+                    spec.method.as_str(),
+                    &path,
+                    signed_params,
+                );
                 for (name, value) in [
                     (hq::ACCOUNT_ID, account_id.expose().to_string()),
                     (hq::API_KEY, api_key.expose().to_string()),
                     (hq::NONCE, nonce),
                     (hq::TIMESTAMP, timestamp.to_string()),
-                    (hq::SIGNATURE_VERSION, signing::SIGNATURE_VERSION.to_string()),
+                    (
+                        hq::SIGNATURE_VERSION,
+                        signing::SIGNATURE_VERSION.to_string(),
+                    ),
                     (hq::SIGNATURE, signature),
                 ] {
                     headers.insert(name, header_value(&value)?);
                 }
             }
             Credentials::Bearer(token) => {
-                headers.insert("Authorization", header_value(&format!("Bearer {}", token.expose()))?);
+                headers.insert(
+                    "Authorization",
+                    header_value(&format!("Bearer {}", token.expose()))?,
+                );
             }
             Credentials::CvApiKey(key) => {
                 headers.insert("cv-api-key", header_value(key.expose())?);
             }
-            Credentials::Pace { api_key, customer_id, customer_id_header } => {
+            Credentials::Pace {
+                api_key,
+                customer_id,
+                customer_id_header,
+            } => {
                 headers.insert("x-api-key", header_value(api_key.expose())?);
                 let name = reqwest::header::HeaderName::from_bytes(customer_id_header.as_bytes())
-                    .map_err(|_| format!("`{customer_id_header}` is not a valid header name"))?;
+                    .map_err(|_| {
+                    format!("`{customer_id_header}` is not a valid header name")
+                })?;
                 headers.insert(name, header_value(customer_id.expose())?);
             }
         }
-        rb.headers(headers).build().map_err(|e| format!("cannot build the request: {e}"))
+        rb.headers(headers)
+            .build()
+            .map_err(|e| format!("cannot build the request: {e}"))
     }
 
     /// CareHQ announces its budget on every success; adopt it and respect an empty one.
     fn learn_rate_headers(&self, headers: &HeaderMap) {
-        let num = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|s| s.trim().parse::<f64>().ok());
+        let num = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|s| s.trim().parse::<f64>().ok())
+        };
         if let Some(limit) = num(hq::RATE_LIMIT).filter(|l| *l >= 1.0) {
-            self.limiter.learn_limit(RateLimit { requests: limit as u32, per: Duration::from_secs(1) });
+            self.limiter.learn_limit(RateLimit {
+                requests: limit as u32,
+                per: Duration::from_secs(1),
+            });
         }
         if let (Some(remaining), Some(reset)) = (num(hq::RATE_REMAINING), num(hq::RATE_RESET)) {
             if remaining < 1.0 {
-                self.limiter.pause_until(Instant::now() + until_epoch(reset));
+                self.limiter
+                    .pause_until(Instant::now() + until_epoch(reset));
             }
         }
     }
 }
 
 fn header_value(v: &str) -> Result<HeaderValue, String> {
-    HeaderValue::from_str(v).map_err(|_| "a credential holds characters not allowed in a header".to_string())
+    HeaderValue::from_str(v)
+        .map_err(|_| "a credential holds characters not allowed in a header".to_string())
 }
 
 fn transport_message(e: &reqwest::Error) -> String {
@@ -317,14 +437,21 @@ fn transport_message(e: &reqwest::Error) -> String {
 }
 
 fn until_epoch(epoch_secs: f64) -> Duration {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     Duration::from_secs_f64((epoch_secs - now).clamp(0.0, 3600.0))
 }
 
 /// How long a 429 asks us to wait: `Retry-After`, PACE's "try again in N second(s)",
 /// or one window of the limit we know.
 fn retry_after(headers: &HeaderMap, body: &[u8], limiter: &RateLimiter) -> Duration {
-    if let Some(secs) = headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|s| s.trim().parse::<f64>().ok()) {
+    if let Some(secs) = headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+    {
         return Duration::from_secs_f64(secs.clamp(0.0, 3600.0));
     }
     if let Some(secs) = serde_json::from_slice::<Value>(body)
@@ -334,7 +461,10 @@ fn retry_after(headers: &HeaderMap, body: &[u8], limiter: &RateLimiter) -> Durat
     {
         return Duration::from_secs(secs);
     }
-    limiter.limit().map(|l| l.per).unwrap_or(Duration::from_secs(1))
+    limiter
+        .limit()
+        .map(|l| l.per)
+        .unwrap_or(Duration::from_secs(1))
 }
 
 fn seconds_in(detail: &str) -> Option<u64> {
@@ -346,7 +476,11 @@ fn seconds_in(detail: &str) -> Option<u64> {
 fn is_quota_exhausted(body: &[u8]) -> bool {
     serde_json::from_slice::<Value>(body)
         .ok()
-        .and_then(|v| v.get("title").and_then(Value::as_str).map(|t| t.to_ascii_lowercase().contains("quota")))
+        .and_then(|v| {
+            v.get("title")
+                .and_then(Value::as_str)
+                .map(|t| t.to_ascii_lowercase().contains("quota"))
+        })
         .unwrap_or(false)
 }
 
@@ -369,7 +503,14 @@ pub fn api_reason(body: &[u8]) -> Option<String> {
         Some(Value::Array(items)) => {
             for item in items {
                 let loc = item.get("loc").and_then(Value::as_array).map(|l| {
-                    l.iter().map(|p| p.as_str().map(str::to_string).unwrap_or_else(|| p.to_string())).collect::<Vec<_>>().join(".")
+                    l.iter()
+                        .map(|p| {
+                            p.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| p.to_string())
+                        })
+                        .collect::<Vec<_>>()
+                        .join(".")
                 });
                 let msg = item.get("msg").and_then(Value::as_str).unwrap_or("invalid");
                 parts.push(format!("{}: {msg}", loc.unwrap_or_default()));
@@ -380,7 +521,11 @@ pub fn api_reason(body: &[u8]) -> Option<String> {
     if let Some(Value::Object(args)) = obj.get("arg_errors") {
         for (field, msgs) in args {
             let msgs = match msgs {
-                Value::Array(a) => a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "),
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
@@ -405,7 +550,10 @@ mod tests {
                 r#"{"detail":[{"loc":["query","size"],"msg":"ensure this value is less than or equal to 100","type":"value_error"}]}"#,
                 "query.size: ensure this value is less than or equal to 100",
             ),
-            (r#"{"status":400,"success":false,"error":"Missing cv-api-key header","code":"CASE_ERROR"}"#, "CASE_ERROR; Missing cv-api-key header"),
+            (
+                r#"{"status":400,"success":false,"error":"Missing cv-api-key header","code":"CASE_ERROR"}"#,
+                "CASE_ERROR; Missing cv-api-key header",
+            ),
             (
                 r#"{"type":"https://tools.ietf.org/html/rfc7231#section-6.5.1","title":"Request rate exceeded","status":429,"detail":"Please try again in 7 second(s).","traceId":"x"}"#,
                 "Request rate exceeded; Please try again in 7 second(s).",
@@ -420,7 +568,8 @@ mod tests {
 
     #[test]
     fn reasons_never_carry_emails_or_numbers() {
-        let r = api_reason(br#"{"detail":"user jo@x.org with phone 07700 900123 exists"}"#).unwrap();
+        let r =
+            api_reason(br#"{"detail":"user jo@x.org with phone 07700 900123 exists"}"#).unwrap();
         assert_eq!(r, "user <email> with phone <number> exists");
     }
 
@@ -428,10 +577,18 @@ mod tests {
     fn pace_wait_and_quota_are_read_from_the_problem() {
         assert_eq!(seconds_in("Please try again in 7 second(s)."), Some(7));
         assert_eq!(seconds_in("Nope"), None);
-        assert!(is_quota_exhausted(br#"{"title":"Maximum quota of requests exceeded","status":429}"#));
-        assert!(!is_quota_exhausted(br#"{"title":"Request rate exceeded","status":429}"#));
+        assert!(is_quota_exhausted(
+            br#"{"title":"Maximum quota of requests exceeded","status":429}"#
+        ));
+        assert!(!is_quota_exhausted(
+            br#"{"title":"Request rate exceeded","status":429}"#
+        ));
         let limiter = RateLimiter::unlimited();
-        let wait = retry_after(&HeaderMap::new(), br#"{"detail":"Please try again in 3 second(s)."}"#, &limiter);
+        let wait = retry_after(
+            &HeaderMap::new(),
+            br#"{"detail":"Please try again in 3 second(s)."}"#,
+            &limiter,
+        );
         assert_eq!(wait, Duration::from_secs(3));
         let mut h = HeaderMap::new();
         h.insert("retry-after", HeaderValue::from_static("2"));

@@ -51,7 +51,10 @@ impl SourceKind {
     }
 
     pub fn is_carehq(self) -> bool {
-        matches!(self, SourceKind::CarehqServiceUsers | SourceKind::CarehqUsers)
+        matches!(
+            self,
+            SourceKind::CarehqServiceUsers | SourceKind::CarehqUsers
+        )
     }
 
     /// The stable key of a record in `source_record.external_id`, from the key as the API gives it.

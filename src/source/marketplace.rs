@@ -6,7 +6,9 @@ use serde_json::value::RawValue;
 
 use super::http::Params;
 use super::kind::SourceKind;
-use super::{ListApi, Lookup, Page, Paging, Position, Scope, WireId, key_from, keyed_records, param};
+use super::{
+    ListApi, Lookup, Page, Paging, Position, Scope, WireId, key_from, keyed_records, param,
+};
 
 pub struct MarketplaceList;
 
@@ -55,13 +57,21 @@ impl ListApi for MarketplaceList {
     }
 
     fn parse_page(&self, body: &[u8]) -> Result<Page, String> {
-        let env: Envelope<'_> =
-            serde_json::from_slice(body).map_err(|e| format!("not a marketplace users page: {e}"))?;
-        let (records, problems) = keyed_records(SourceKind::MarketplaceUsers, &env.items, |item| self.key_of(item));
+        let env: Envelope<'_> = serde_json::from_slice(body)
+            .map_err(|e| format!("not a marketplace users page: {e}"))?;
+        let (records, problems) = keyed_records(SourceKind::MarketplaceUsers, &env.items, |item| {
+            self.key_of(item)
+        });
         let total_pages = match (env.total, env.size) {
             (Some(total), Some(size)) if size > 0 => Some(total.div_ceil(size as u64) as u32),
             _ => None,
         };
-        Ok(Page { records, problems, total_pages, total_records: env.total, ..Page::default() })
+        Ok(Page {
+            records,
+            problems,
+            total_pages,
+            total_records: env.total,
+            ..Page::default()
+        })
     }
 }

@@ -58,7 +58,9 @@ impl Position {
         match self {
             Position::Page(n) => format!("page {n}"),
             Position::Cursor(None) => "first cursor page".to_string(),
-            Position::Cursor(Some(c)) => format!("cursor {}", c.chars().take(16).collect::<String>()),
+            Position::Cursor(Some(c)) => {
+                format!("cursor {}", c.chars().take(16).collect::<String>())
+            }
         }
     }
 }
@@ -114,9 +116,14 @@ pub trait ListApi: Send + Sync + 'static {
         if !lookup.single {
             return self.parse_page(body);
         }
-        let item: &RawValue = serde_json::from_slice(body).map_err(|e| format!("not a record: {e}"))?;
+        let item: &RawValue =
+            serde_json::from_slice(body).map_err(|e| format!("not a record: {e}"))?;
         let (records, problems) = keyed_records(self.kind(), &[item], |i| self.key_of(i));
-        Ok(Page { records, problems, ..Page::default() })
+        Ok(Page {
+            records,
+            problems,
+            ..Page::default()
+        })
     }
 }
 
@@ -128,9 +135,16 @@ pub struct Lookup {
 }
 
 /// Lookups in batches of `per_request` ids through one repeated list filter.
-pub fn batched_lookups(ids: &[String], per_request: usize, query: impl Fn(&[String]) -> Params) -> Vec<Lookup> {
+pub fn batched_lookups(
+    ids: &[String],
+    per_request: usize,
+    query: impl Fn(&[String]) -> Params,
+) -> Vec<Lookup> {
     ids.chunks(per_request.max(1))
-        .map(|chunk| Lookup { spec: RequestSpec::get(query(chunk)), single: false })
+        .map(|chunk| Lookup {
+            spec: RequestSpec::get(query(chunk)),
+            single: false,
+        })
         .collect()
 }
 
@@ -149,7 +163,9 @@ impl Source {
 
 pub fn api_for(kind: SourceKind) -> Arc<dyn ListApi> {
     match kind {
-        SourceKind::CarehqServiceUsers | SourceKind::CarehqUsers => Arc::new(carehq::CareHqList::new(kind)),
+        SourceKind::CarehqServiceUsers | SourceKind::CarehqUsers => {
+            Arc::new(carehq::CareHqList::new(kind))
+        }
         SourceKind::MarketplaceUsers => Arc::new(marketplace::MarketplaceList),
         SourceKind::CarevalidateUsers => Arc::new(carevalidate::CareValidateList),
         SourceKind::PaceUsers => Arc::new(pace::PaceList),
@@ -157,11 +173,19 @@ pub fn api_for(kind: SourceKind) -> Arc<dyn ListApi> {
 }
 
 /// Builds every configured source (or the named ones), sharing rate budgets by API key.
-pub fn build_sources(config: &Config, only: &[String], budgets: &Budgets) -> anyhow::Result<Vec<Source>> {
+pub fn build_sources(
+    config: &Config,
+    only: &[String],
+    budgets: &Budgets,
+) -> anyhow::Result<Vec<Source>> {
     for name in only {
         if config.source(name).is_none() {
             let known: Vec<_> = config.sources.iter().map(|s| s.name.as_str()).collect();
-            anyhow::bail!("no source named `{name}` in {} (known: {})", config.file.display(), known.join(", "));
+            anyhow::bail!(
+                "no source named `{name}` in {} (known: {})",
+                config.file.display(),
+                known.join(", ")
+            );
         }
     }
     let client = HttpClient::build_client(&config.http)?;
@@ -170,10 +194,16 @@ pub fn build_sources(config: &Config, only: &[String], budgets: &Budgets) -> any
         .iter()
         .filter(|s| only.is_empty() || only.contains(&s.name))
         .map(|s| {
-            let api_family = if s.kind.is_carehq() { "carehq" } else { s.kind.as_str() };
+            let api_family = if s.kind.is_carehq() {
+                "carehq"
+            } else {
+                s.kind.as_str()
+            };
             let limiter = budgets.limiter(api_family, s.credentials.budget_key(), || {
                 let learn = s.kind.is_carehq() && s.rate_limit.is_none();
-                let initial = s.effective_rate_limit().or_else(|| learn.then(carehq::assumed_rate_limit));
+                let initial = s
+                    .effective_rate_limit()
+                    .or_else(|| learn.then(carehq::assumed_rate_limit));
                 RateLimiter::new(initial, learn)
             });
             Source {
@@ -221,7 +251,11 @@ pub fn keyed_records(
                 id
             }
         };
-        records.push(StoredRecord { external_id, payload, content_hash });
+        records.push(StoredRecord {
+            external_id,
+            payload,
+            content_hash,
+        });
     }
     (records, problems)
 }
@@ -244,9 +278,14 @@ impl WireId {
 }
 
 /// Parses an item just far enough to read its key (other fields are skipped, not built).
-pub fn key_from<K: serde::de::DeserializeOwned>(item: &str, pick: impl FnOnce(K) -> Option<WireId>) -> Result<String, String> {
+pub fn key_from<K: serde::de::DeserializeOwned>(
+    item: &str,
+    pick: impl FnOnce(K) -> Option<WireId>,
+) -> Result<String, String> {
     let key: K = serde_json::from_str(item).map_err(|e| format!("item is not a record: {e}"))?;
-    pick(key).map(WireId::into_string).ok_or_else(|| "no key field".to_string())
+    pick(key)
+        .map(WireId::into_string)
+        .ok_or_else(|| "no key field".to_string())
 }
 
 pub fn param(k: &str, v: impl ToString) -> (String, String) {

@@ -6,7 +6,9 @@ use serde_json::value::RawValue;
 
 use super::http::Params;
 use super::kind::SourceKind;
-use super::{ListApi, Lookup, Page, Paging, Position, Scope, WireId, key_from, keyed_records, param};
+use super::{
+    ListApi, Lookup, Page, Paging, Position, Scope, WireId, key_from, keyed_records, param,
+};
 use crate::privacy::redact;
 
 pub struct PaceList;
@@ -69,11 +71,18 @@ impl ListApi for PaceList {
         let env: Envelope<'_> =
             serde_json::from_slice(body).map_err(|e| format!("not a PACE users page: {e}"))?;
         if env.succeeded == Some(false) {
-            let detail = env.message.or_else(|| env.errors.map(|e| e.to_string())).unwrap_or_default();
-            return Err(format!("PACE answered Succeeded=false: {}", redact(&detail)));
+            let detail = env
+                .message
+                .or_else(|| env.errors.map(|e| e.to_string()))
+                .unwrap_or_default();
+            return Err(format!(
+                "PACE answered Succeeded=false: {}",
+                redact(&detail)
+            ));
         }
         let items = env.items.unwrap_or_default();
-        let (records, problems) = keyed_records(SourceKind::PaceUsers, &items, |item| self.key_of(item));
+        let (records, problems) =
+            keyed_records(SourceKind::PaceUsers, &items, |item| self.key_of(item));
         Ok(Page {
             records,
             problems,

@@ -30,7 +30,12 @@ struct State {
 impl RateLimiter {
     pub fn new(limit: Option<RateLimit>, learn_from_headers: bool) -> RateLimiter {
         RateLimiter {
-            state: Mutex::new(State { limit, learn_from_headers, started: VecDeque::new(), paused_until: None }),
+            state: Mutex::new(State {
+                limit,
+                learn_from_headers,
+                started: VecDeque::new(),
+                paused_until: None,
+            }),
         }
     }
 
@@ -117,7 +122,9 @@ impl Budgets {
         make: impl FnOnce() -> RateLimiter,
     ) -> Arc<RateLimiter> {
         let mut map = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry((api.to_string(), key)).or_insert_with(|| Arc::new(make())).clone()
+        map.entry((api.to_string(), key))
+            .or_insert_with(|| Arc::new(make()))
+            .clone()
     }
 }
 
@@ -127,7 +134,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn never_more_than_n_in_any_window() {
-        let limiter = RateLimiter::new(Some(RateLimit { requests: 5, per: Duration::from_secs(10) }), false);
+        let limiter = RateLimiter::new(
+            Some(RateLimit {
+                requests: 5,
+                per: Duration::from_secs(10),
+            }),
+            false,
+        );
         let start = Instant::now();
         let mut starts = Vec::new();
         for _ in 0..23 {
@@ -135,12 +148,21 @@ mod tests {
             starts.push(Instant::now() - start);
         }
         for (i, t) in starts.iter().enumerate() {
-            let in_window = starts.iter().filter(|u| **u >= *t && **u < *t + Duration::from_secs(10)).count();
-            assert!(in_window <= 5, "request {i} at {t:?} has {in_window} in its window");
+            let in_window = starts
+                .iter()
+                .filter(|u| **u >= *t && **u < *t + Duration::from_secs(10))
+                .count();
+            assert!(
+                in_window <= 5,
+                "request {i} at {t:?} has {in_window} in its window"
+            );
         }
         // Close to the floor: 23 requests at 5 per 10 s need 4 full windows plus margins.
         let total = *starts.last().unwrap();
-        assert!(total >= Duration::from_secs(40) && total < Duration::from_secs(42), "{total:?}");
+        assert!(
+            total >= Duration::from_secs(40) && total < Duration::from_secs(42),
+            "{total:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -154,11 +176,29 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn learned_limits_apply_only_when_allowed() {
-        let fixed = RateLimiter::new(Some(RateLimit { requests: 2, per: Duration::from_secs(1) }), false);
-        fixed.learn_limit(RateLimit { requests: 50, per: Duration::from_secs(1) });
+        let fixed = RateLimiter::new(
+            Some(RateLimit {
+                requests: 2,
+                per: Duration::from_secs(1),
+            }),
+            false,
+        );
+        fixed.learn_limit(RateLimit {
+            requests: 50,
+            per: Duration::from_secs(1),
+        });
         assert_eq!(fixed.limit().unwrap().requests, 2);
-        let learning = RateLimiter::new(Some(RateLimit { requests: 2, per: Duration::from_secs(1) }), true);
-        learning.learn_limit(RateLimit { requests: 50, per: Duration::from_secs(1) });
+        let learning = RateLimiter::new(
+            Some(RateLimit {
+                requests: 2,
+                per: Duration::from_secs(1),
+            }),
+            true,
+        );
+        learning.learn_limit(RateLimit {
+            requests: 50,
+            per: Duration::from_secs(1),
+        });
         assert_eq!(learning.limit().unwrap().requests, 50);
     }
 

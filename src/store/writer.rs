@@ -93,7 +93,10 @@ impl Writer {
     }
 
     /// Queues a page; the returned receiver answers once it is committed.
-    pub async fn write_page(&self, page: PageWrite) -> Result<oneshot::Receiver<Result<PageCounts>>> {
+    pub async fn write_page(
+        &self,
+        page: PageWrite,
+    ) -> Result<oneshot::Receiver<Result<PageCounts>>> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job::Page(page, reply))
@@ -116,7 +119,8 @@ impl Writer {
             .send(Job::Exec(job))
             .await
             .map_err(|_| anyhow!("the store writer has stopped"))?;
-        rx.await.map_err(|_| anyhow!("the store writer dropped a request"))?
+        rx.await
+            .map_err(|_| anyhow!("the store writer dropped a request"))?
     }
 
     /// The same as [`Writer::call`] from a thread that is not async.
@@ -171,7 +175,10 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
-fn commit_pages(conn: &mut Connection, batch: Vec<(PageWrite, oneshot::Sender<Result<PageCounts>>)>) {
+fn commit_pages(
+    conn: &mut Connection,
+    batch: Vec<(PageWrite, oneshot::Sender<Result<PageCounts>>)>,
+) {
     let result = (|| -> Result<Vec<PageCounts>> {
         let tx = conn.transaction()?;
         let now = now_rfc3339();

@@ -90,7 +90,11 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(config: Config, store: &Store) -> Pipeline {
-        Pipeline { config, writer: store.writer.clone(), budgets: Budgets::default() }
+        Pipeline {
+            config,
+            writer: store.writer.clone(),
+            budgets: Budgets::default(),
+        }
     }
 
     pub async fn run(&self, options: &RunOptions) -> Result<Vec<SourceOutcome>> {
@@ -117,7 +121,13 @@ struct ScanPlan {
     scope: Scope,
 }
 
-async fn run_source(source: Source, writer: Writer, mode: Mode, concurrency: usize, bar: SourceProgress) -> SourceOutcome {
+async fn run_source(
+    source: Source,
+    writer: Writer,
+    mode: Mode,
+    concurrency: usize,
+    bar: SourceProgress,
+) -> SourceOutcome {
     let started = Instant::now();
     let name: Arc<str> = Arc::from(source.name());
     let kind = source.config.kind.as_str();
@@ -135,7 +145,9 @@ async fn run_source(source: Source, writer: Writer, mode: Mode, concurrency: usi
         let incremental_capable = source.config.kind.is_carehq();
         let sweep_every = source.config.deletion_sweep_every;
         let first = Position::first(source.api.paging());
-        writer.call(move |conn| begin_run(conn, &name, mode, incremental_capable, sweep_every, first)).await
+        writer
+            .call(move |conn| begin_run(conn, &name, mode, incremental_capable, sweep_every, first))
+            .await
     };
     let (run_id, plan) = match begin {
         Ok(v) => v,
@@ -170,9 +182,15 @@ async fn run_source(source: Source, writer: Writer, mode: Mode, concurrency: usi
     let (status, error) = match (scanned, committed) {
         (Ok(()), Ok(())) => (RunStatus::Succeeded, None),
         (_, Err(e)) => (RunStatus::Failed, Some(("store", format!("{e:#}")))),
-        (Err(e @ ScanError::Fetch { error: crate::source::http::FetchError::QuotaExhausted { .. }, .. }), _) => {
-            (RunStatus::QuotaExhausted, Some((e.code(), e.to_string())))
-        }
+        (
+            Err(
+                e @ ScanError::Fetch {
+                    error: crate::source::http::FetchError::QuotaExhausted { .. },
+                    ..
+                },
+            ),
+            _,
+        ) => (RunStatus::QuotaExhausted, Some((e.code(), e.to_string()))),
         (Err(e), _) => (RunStatus::Failed, Some((e.code(), e.to_string()))),
     };
     let mut problems: Vec<(String, Option<String>, &'static str, String)> = source
@@ -196,7 +214,8 @@ async fn run_source(source: Source, writer: Writer, mode: Mode, concurrency: usi
                 record_problems(conn, run_id, &name, &problems)?;
                 counts.errors += problems.len() as u64;
                 if complete {
-                    counts.deleted = close_scan(conn, &name, scan_id, full, sweep, promote_watermark)?;
+                    counts.deleted =
+                        close_scan(conn, &name, scan_id, full, sweep, promote_watermark)?;
                 }
                 finish_run(conn, run_id, status, &counts, message.as_deref())?;
                 Ok(counts)
@@ -258,7 +277,10 @@ struct ShiftWatch {
 
 impl ShiftWatch {
     fn new(remember_all: bool) -> ShiftWatch {
-        ShiftWatch { remember_all, ..ShiftWatch::default() }
+        ShiftWatch {
+            remember_all,
+            ..ShiftWatch::default()
+        }
     }
 
     fn observe(&mut self, page: &Page) {
@@ -267,7 +289,8 @@ impl ShiftWatch {
             self.last_total = Some(t);
         }
         if !self.remember_all {
-            let ids: std::collections::HashSet<String> = page.records.iter().map(|r| r.external_id.clone()).collect();
+            let ids: std::collections::HashSet<String> =
+                page.records.iter().map(|r| r.external_id.clone()).collect();
             self.overlapping += ids.intersection(&self.seen).count() as u64;
             self.seen = ids;
         } else {
@@ -298,7 +321,12 @@ const MAX_PASSES: u32 = 2;
 
 /// Pages through the source; a full scan then re-reads once if pages shifted, and looks up
 /// every stored record it did not see, so only records really gone are marked deleted.
-async fn scan_source(source: &Source, plan: &ScanPlan, concurrency: usize, sink: &mut StoreSink) -> Result<(), ScanError> {
+async fn scan_source(
+    source: &Source,
+    plan: &ScanPlan,
+    concurrency: usize,
+    sink: &mut StoreSink,
+) -> Result<(), ScanError> {
     let mut start = plan.start.clone();
     for pass in 1..=MAX_PASSES {
         sink.shift = ShiftWatch::new(!plan.full);
@@ -310,7 +338,9 @@ async fn scan_source(source: &Source, plan: &ScanPlan, concurrency: usize, sink:
         // Until a pass reads without a shift, the watermark stays put so nothing is skipped.
         sink.hold_watermark = true;
         tracing::info!(source = %sink.source, pass, "pages shifted during the scan");
-        sink.note_problem("page_shift", format!("pass {pass}: {shift}")).await.map_err(ScanError::Sink)?;
+        sink.note_problem("page_shift", format!("pass {pass}: {shift}"))
+            .await
+            .map_err(ScanError::Sink)?;
         start = Position::first(source.api.paging());
     }
     if plan.sweep {
@@ -326,9 +356,24 @@ async fn scan_source(source: &Source, plan: &ScanPlan, concurrency: usize, sink:
 /// CareHQ's id-only sweep: sights every id (bookkeeping only) and fetches ids the store
 /// has never seen.
 async fn sweep_ids(source: &Source, sink: &mut StoreSink) -> Result<(), ScanError> {
-    let mut sightings = Sightings { writer: sink.writer.clone(), source: sink.source.clone(), scan_id: sink.scan_id, unknown: Vec::new() };
-    let scope = Scope { modified_after: None, ids_only: true };
-    paginate::scan(source, Position::first(source.api.paging()), &scope, 4, &mut sightings).await?;
+    let mut sightings = Sightings {
+        writer: sink.writer.clone(),
+        source: sink.source.clone(),
+        scan_id: sink.scan_id,
+        unknown: Vec::new(),
+    };
+    let scope = Scope {
+        modified_after: None,
+        ids_only: true,
+    };
+    paginate::scan(
+        source,
+        Position::first(source.api.paging()),
+        &scope,
+        4,
+        &mut sightings,
+    )
+    .await?;
     if !sightings.unknown.is_empty() {
         tracing::info!(source = %sink.source, unknown = sightings.unknown.len(), "sweep found records the store lacks");
         fetch_and_store(source, sink, &sightings.unknown).await?;
@@ -395,27 +440,51 @@ async fn recover_unseen(source: &Source, sink: &mut StoreSink) -> Result<(), Sca
     let recovered = fetch_and_store(source, sink, &unseen).await?;
     if recovered > 0 {
         tracing::info!(source = %sink.source, unseen = unseen.len(), recovered, "recovered records a page shift hid");
-        sink.note_problem("page_shift", format!("{recovered} of {} unseen records still exist upstream; re-read", unseen.len()))
-            .await
-            .map_err(ScanError::Sink)?;
+        sink.note_problem(
+            "page_shift",
+            format!(
+                "{recovered} of {} unseen records still exist upstream; re-read",
+                unseen.len()
+            ),
+        )
+        .await
+        .map_err(ScanError::Sink)?;
     }
     Ok(())
 }
 
 /// Fetches these records by key and stores those the API still has; returns how many.
-async fn fetch_and_store(source: &Source, sink: &mut StoreSink, ids: &[String]) -> Result<u64, ScanError> {
+async fn fetch_and_store(
+    source: &Source,
+    sink: &mut StoreSink,
+    ids: &[String],
+) -> Result<u64, ScanError> {
     let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
     let mut found = 0u64;
     for lookup in source.api.lookups(ids) {
         let api = source.api.clone();
         let request = lookup.clone();
-        let answer = source.http.execute(&lookup.spec, move |body| api.parse_lookup(&request, &body)).await;
+        let answer = source
+            .http
+            .execute(&lookup.spec, move |body| api.parse_lookup(&request, &body))
+            .await;
         let page = match answer {
             Ok(page) => page,
-            Err(crate::source::http::FetchError::Refused { status: 404, .. }) if lookup.single => continue,
-            Err(error) => return Err(ScanError::Fetch { position: "looking up records by key".into(), error }),
+            Err(crate::source::http::FetchError::Refused { status: 404, .. }) if lookup.single => {
+                continue;
+            }
+            Err(error) => {
+                return Err(ScanError::Fetch {
+                    position: "looking up records by key".into(),
+                    error,
+                });
+            }
         };
-        let records: Vec<_> = page.records.into_iter().filter(|r| wanted.contains(r.external_id.as_str())).collect();
+        let records: Vec<_> = page
+            .records
+            .into_iter()
+            .filter(|r| wanted.contains(r.external_id.as_str()))
+            .collect();
         if records.is_empty() {
             continue;
         }
@@ -423,7 +492,13 @@ async fn fetch_and_store(source: &Source, sink: &mut StoreSink, ids: &[String]) 
         sink.counts.records_seen += records.len() as u64;
         let rx = sink
             .writer
-            .write_page(PageWrite { source: sink.source.clone(), kind: sink.kind, scan_id: sink.scan_id, records, checkpoint: None })
+            .write_page(PageWrite {
+                source: sink.source.clone(),
+                kind: sink.kind,
+                scan_id: sink.scan_id,
+                records,
+                checkpoint: None,
+            })
             .await
             .map_err(ScanError::Sink)?;
         sink.pending.push(rx);
@@ -455,7 +530,9 @@ impl StoreSink {
         self.counts.errors += 1;
         let (run_id, source) = (self.run_id, self.source.clone());
         let problems = vec![(String::new(), None, kind, message)];
-        self.writer.call(move |conn| record_problems(conn, run_id, &source, &problems)).await
+        self.writer
+            .call(move |conn| record_problems(conn, run_id, &source, &problems))
+            .await
     }
 }
 
@@ -468,11 +545,16 @@ impl PageSink for StoreSink {
         self.bar.page(page.records.len() as u64, page.total_records);
         if !page.problems.is_empty() {
             let at = fetched.describe();
-            let problems: Vec<_> =
-                page.problems.iter().map(|p| (at.clone(), p.external_id.clone(), p.kind, p.message.clone())).collect();
+            let problems: Vec<_> = page
+                .problems
+                .iter()
+                .map(|p| (at.clone(), p.external_id.clone(), p.kind, p.message.clone()))
+                .collect();
             self.counts.errors += problems.len() as u64;
             let (run_id, source) = (self.run_id, self.source.clone());
-            self.writer.call(move |conn| record_problems(conn, run_id, &source, &problems)).await?;
+            self.writer
+                .call(move |conn| record_problems(conn, run_id, &source, &problems))
+                .await?;
         }
         let rx = self
             .writer
@@ -513,6 +595,12 @@ fn begin_run(
 ) -> Result<(i64, ScanPlan)> {
     let tx = conn.transaction()?;
     let now = now_rfc3339();
+    // A run still marked running was cut short (killed, or the machine went down).
+    tx.execute(
+        "UPDATE sync_run SET status = 'interrupted', message = 'the process stopped before the run finished'
+         WHERE source = ?1 AND status = 'running'",
+        params![source],
+    )?;
     tx.execute(
         "INSERT INTO sync_run (source, mode, started_at, status) VALUES (?1, ?2, ?3, 'running')",
         params![source, mode.as_str(), now],
@@ -533,15 +621,27 @@ fn begin_run(
     let scope = if want_full {
         Scope::default()
     } else {
-        Scope { modified_after: watermark.as_deref().map(overlap_before), ids_only: false }
+        Scope {
+            modified_after: watermark.as_deref().map(overlap_before),
+            ids_only: false,
+        }
     };
-    let resumable = state.as_ref().and_then(|(scan_id, scan_mode, position, pages_done, complete, _, _)| {
-        let same_kind = (scan_mode == "full") == want_full;
-        let position = position.as_deref().and_then(Position::from_json)?;
-        (!complete && same_kind).then_some((*scan_id, position, *pages_done as u64))
-    });
+    let resumable = state.as_ref().and_then(
+        |(scan_id, scan_mode, position, pages_done, complete, _, _)| {
+            let same_kind = (scan_mode == "full") == want_full;
+            let position = position.as_deref().and_then(Position::from_json)?;
+            (!complete && same_kind).then_some((*scan_id, position, *pages_done as u64))
+        },
+    );
     let plan = match resumable {
-        Some((scan_id, start, pages_done)) => ScanPlan { scan_id, full: want_full, sweep, start, pages_done, scope },
+        Some((scan_id, start, pages_done)) => ScanPlan {
+            scan_id,
+            full: want_full,
+            sweep,
+            start,
+            pages_done,
+            scope,
+        },
         None => {
             let scan_id = state.as_ref().map_or(1, |s| s.0 + 1);
             tx.execute(
@@ -551,7 +651,14 @@ fn begin_run(
                      position = ?5, pages_done = 0, complete = 0, scan_watermark = NULL",
                 params![source, scan_id, if want_full { "full" } else { "incremental" }, now, first.to_json()],
             )?;
-            ScanPlan { scan_id, full: want_full, sweep, start: first, pages_done: 0, scope }
+            ScanPlan {
+                scan_id,
+                full: want_full,
+                sweep,
+                start: first,
+                pages_done: 0,
+                scope,
+            }
         }
     };
     tx.commit()?;
@@ -561,7 +668,9 @@ fn begin_run(
 /// The watermark minus the overlap, in CareHQ's `YYYY-MM-DD HH:MM:SS`.
 fn overlap_before(watermark: &str) -> String {
     match chrono::NaiveDateTime::parse_from_str(watermark, "%Y-%m-%d %H:%M:%S") {
-        Ok(t) => (t - WATERMARK_OVERLAP).format("%Y-%m-%d %H:%M:%S").to_string(),
+        Ok(t) => (t - WATERMARK_OVERLAP)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string(),
         Err(_) => watermark.to_string(),
     }
 }
@@ -601,7 +710,13 @@ fn close_scan(
     Ok(deleted)
 }
 
-fn finish_run(conn: &mut Connection, run_id: i64, status: RunStatus, c: &RunCounts, message: Option<&str>) -> Result<()> {
+fn finish_run(
+    conn: &mut Connection,
+    run_id: i64,
+    status: RunStatus,
+    c: &RunCounts,
+    message: Option<&str>,
+) -> Result<()> {
     conn.execute(
         "UPDATE sync_run SET finished_at = ?2, status = ?3, pages = ?4, requests = ?5, records_seen = ?6,
              records_inserted = ?7, records_updated = ?8, records_unchanged = ?9, records_deleted = ?10,
@@ -628,7 +743,12 @@ fn finish_run(conn: &mut Connection, run_id: i64, status: RunStatus, c: &RunCoun
 /// (page, external_id, kind, message) rows for `sync_error`.
 type Problem = (String, Option<String>, &'static str, String);
 
-fn record_problems(conn: &mut Connection, run_id: i64, source: &str, problems: &[Problem]) -> Result<()> {
+fn record_problems(
+    conn: &mut Connection,
+    run_id: i64,
+    source: &str,
+    problems: &[Problem],
+) -> Result<()> {
     if problems.is_empty() {
         return Ok(());
     }
@@ -640,7 +760,15 @@ fn record_problems(conn: &mut Connection, run_id: i64, source: &str, problems: &
              VALUES (?1, ?2, ?3, NULLIF(?4, ''), ?5, ?6, ?7)",
         )?;
         for (page, external_id, kind, message) in problems {
-            insert.execute(params![run_id, source, now, page, external_id, kind, message])?;
+            insert.execute(params![
+                run_id,
+                source,
+                now,
+                page,
+                external_id,
+                kind,
+                message
+            ])?;
         }
     }
     tx.commit()?;

@@ -64,13 +64,18 @@ pub async fn scan<S: PageSink + Send>(
 }
 
 async fn fetch(source: &Source, position: &Position, scope: &Scope) -> Result<Page, ScanError> {
-    let spec = source.api.list_request(position, page_size(source, scope), scope);
+    let spec = source
+        .api
+        .list_request(position, page_size(source, scope), scope);
     let api: Arc<dyn ListApi> = source.api.clone();
     source
         .http
         .execute(&spec, move |body| api.parse_page(&body))
         .await
-        .map_err(|error| ScanError::Fetch { position: position.describe(), error })
+        .map_err(|error| ScanError::Fetch {
+            position: position.describe(),
+            error,
+        })
 }
 
 async fn scan_cursor<S: PageSink + Send>(
@@ -97,17 +102,25 @@ async fn scan_cursor<S: PageSink + Send>(
                     )));
                 }
                 if page.records.is_empty() {
-                    return Err(ScanError::Loop(format!("{} is empty but claims more pages", position.describe())));
+                    return Err(ScanError::Loop(format!(
+                        "{} is empty but claims more pages",
+                        position.describe()
+                    )));
                 }
                 Some(Position::Cursor(Some(cursor.clone())))
             }
             (Some(true), None) => {
-                return Err(ScanError::Loop(format!("{} claims more pages but gives no cursor", position.describe())));
+                return Err(ScanError::Loop(format!(
+                    "{} claims more pages but gives no cursor",
+                    position.describe()
+                )));
             }
             _ => None,
         };
         let resume_at = next.clone().unwrap_or_else(|| position.clone());
-        sink.accept(position.clone(), page, resume_at).await.map_err(ScanError::Sink)?;
+        sink.accept(position.clone(), page, resume_at)
+            .await
+            .map_err(ScanError::Sink)?;
         match next {
             Some(n) => position = n,
             None => return Ok(()),
@@ -129,7 +142,9 @@ async fn scan_numbered<S: PageSink + Send>(
     guard.check(&page)?;
     let promised_last = page.total_pages.map(|n| (first + n).saturating_sub(1));
     let short = page.records.len() < page_size;
-    sink.accept(Position::Page(start), page, Position::Page(start + 1)).await.map_err(ScanError::Sink)?;
+    sink.accept(Position::Page(start), page, Position::Page(start + 1))
+        .await
+        .map_err(ScanError::Sink)?;
 
     let Some(mut last) = promised_last else {
         // No page count (marketplace with `total: null`): read on until an empty or short page.
@@ -141,7 +156,9 @@ async fn scan_numbered<S: PageSink + Send>(
             let page = fetch(source, &Position::Page(p), scope).await?;
             guard.check(&page)?;
             let done = page.records.len() < page_size;
-            sink.accept(Position::Page(p), page, Position::Page(p + 1)).await.map_err(ScanError::Sink)?;
+            sink.accept(Position::Page(p), page, Position::Page(p + 1))
+                .await
+                .map_err(ScanError::Sink)?;
             if done {
                 return Ok(());
             }
@@ -165,7 +182,9 @@ async fn scan_numbered<S: PageSink + Send>(
             if let Some(n) = page.total_pages {
                 last = last.max((first + n).saturating_sub(1));
             }
-            sink.accept(Position::Page(p), page, Position::Page(p + 1)).await.map_err(ScanError::Sink)?;
+            sink.accept(Position::Page(p), page, Position::Page(p + 1))
+                .await
+                .map_err(ScanError::Sink)?;
         }
         if last > growth_cap {
             return Err(ScanError::Loop(format!(
@@ -180,7 +199,11 @@ async fn scan_numbered<S: PageSink + Send>(
 
 /// An id-only sweep always asks for the largest pages.
 fn page_size(source: &Source, scope: &Scope) -> u32 {
-    if scope.ids_only { source.config.kind.max_page_size() } else { source.config.page_size }
+    if scope.ids_only {
+        source.config.kind.max_page_size()
+    } else {
+        source.config.page_size
+    }
 }
 
 /// Detects an API serving the same page again and again.
@@ -194,7 +217,11 @@ impl LoopGuard {
         if page.records.is_empty() {
             return Ok(());
         }
-        let mut ids: Vec<&str> = page.records.iter().map(|r| r.external_id.as_str()).collect();
+        let mut ids: Vec<&str> = page
+            .records
+            .iter()
+            .map(|r| r.external_id.as_str())
+            .collect();
         ids.sort_unstable();
         let fingerprint = xxhash_rust::xxh3::xxh3_64(ids.join("\n").as_bytes());
         let count = self.seen.entry(fingerprint).or_insert(0);

@@ -19,11 +19,17 @@ pub struct Progress {
 impl Progress {
     /// Bars when stderr is a terminal, log lines otherwise.
     pub fn auto() -> Progress {
-        if std::io::stderr().is_terminal() { Progress::bars() } else { Progress::quiet() }
+        if std::io::stderr().is_terminal() {
+            Progress::bars()
+        } else {
+            Progress::quiet()
+        }
     }
 
     pub fn bars() -> Progress {
-        Progress { bars: Some(MultiProgress::with_draw_target(ProgressDrawTarget::stderr())) }
+        Progress {
+            bars: Some(MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+        }
     }
 
     pub fn quiet() -> Progress {
@@ -34,14 +40,20 @@ impl Progress {
         let bar = self.bars.as_ref().map(|m| {
             let bar = m.add(ProgressBar::new_spinner());
             bar.set_style(
-                ProgressStyle::with_template("{prefix:>24} {bar:30} {pos:>8}/{len:8} records {per_sec:>12} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix:>24} {bar:30} {pos:>8}/{len:8} records {per_sec:>12} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             bar.set_prefix(name.to_string());
             bar
         });
-        SourceProgress { name: Arc::from(name), bar, pages: Arc::default() }
+        SourceProgress {
+            name: Arc::from(name),
+            bar,
+            pages: Arc::default(),
+        }
     }
 }
 
@@ -72,7 +84,10 @@ impl SourceProgress {
     pub fn finish_ok(&self, counts: &RunCounts) {
         if let Some(bar) = &self.bar {
             bar.set_length(bar.position());
-            bar.finish_with_message(format!("done, {} new, {} changed", counts.records.inserted, counts.records.updated));
+            bar.finish_with_message(format!(
+                "done, {} new, {} changed",
+                counts.records.inserted, counts.records.updated
+            ));
         }
     }
 

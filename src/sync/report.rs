@@ -5,7 +5,20 @@ use std::fmt::Write;
 use super::{RunStatus, SourceOutcome};
 
 pub fn summary_table(outcomes: &[SourceOutcome]) -> String {
-    let headers = ["source", "kind", "status", "pages", "requests", "records", "new", "changed", "unchanged", "deleted", "errors", "time"];
+    let headers = [
+        "source",
+        "kind",
+        "status",
+        "pages",
+        "requests",
+        "records",
+        "new",
+        "changed",
+        "unchanged",
+        "deleted",
+        "errors",
+        "time",
+    ];
     let rows: Vec<[String; 12]> = outcomes
         .iter()
         .map(|o| {
@@ -49,7 +62,13 @@ pub fn summary_table(outcomes: &[SourceOutcome]) -> String {
         line(&mut out, row);
     }
     for o in outcomes.iter().filter(|o| o.status != RunStatus::Succeeded) {
-        let _ = writeln!(out, "{} {}: {}", o.source, o.status.as_str(), o.error.as_deref().unwrap_or("unknown error"));
+        let _ = writeln!(
+            out,
+            "{} {}: {}",
+            o.source,
+            o.status.as_str(),
+            o.error.as_deref().unwrap_or("unknown error")
+        );
     }
     out
 }

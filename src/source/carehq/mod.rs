@@ -8,46 +8,127 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::http::Params;
 use super::Lookup;
+use super::http::Params;
 use super::kind::SourceKind;
 use super::{ListApi, Page, Paging, Position, Scope, WireId, key_from, keyed_records, param};
 use crate::config::RateLimit;
 
 /// Every documented attribute of a service user.
 pub const SERVICE_USER_ATTRIBUTES: &[&str] = &[
-    "_id", "account_code", "anonymized", "assistance_with_dressing", "assistance_with_eating",
-    "assistance_with_medication", "assistance_with_personal_care", "bill_self_for_expenses",
-    "billing_comms_preference", "billing_enabled", "broadcare_number", "created",
-    "day_care_deactivated", "day_care_leaving_notes", "day_care_reason_for_leaving",
-    "day_care_status", "day_care_use", "deactivated", "dementia", "dementia_challenging_behaviour",
-    "dementia_prone_to_wander", "dob", "email_invoices_to", "end_of_life_care", "first_name",
-    "fnc_application_date", "fnc_application_status", "funding_at_risk", "funding_type",
-    "future_billing_disabled", "genders", "genders_other", "given_age", "has_direct_debit_mandate",
-    "invoices_service_user_id_fields", "large_print_requested_for_billing", "last_name",
-    "leaving_notes", "location", "location_contact_for_expenses", "lon_lat", "min_ledger_balance",
-    "mobile", "mobility_bed_bound", "mobility_can_walk_unaided", "mobility_requires_aid_or_hoist",
-    "mobility_uses_stick", "mobility_uses_wheelchair", "modified", "national_insurance_number",
-    "nhs_number", "notes", "partner_in_care_home", "patient_id", "payment_method", "postal_address",
-    "preferred_name", "reason_for_leaving", "ref", "registered_blind", "religions", "religions_other",
-    "send_balance_alert", "service", "service_user_contact_for_expenses", "source_care_enquiry",
-    "statement_ref", "status", "street_address", "title", "transferred_from", "visually_impaired",
+    "_id",
+    "account_code",
+    "anonymized",
+    "assistance_with_dressing",
+    "assistance_with_eating",
+    "assistance_with_medication",
+    "assistance_with_personal_care",
+    "bill_self_for_expenses",
+    "billing_comms_preference",
+    "billing_enabled",
+    "broadcare_number",
+    "created",
+    "day_care_deactivated",
+    "day_care_leaving_notes",
+    "day_care_reason_for_leaving",
+    "day_care_status",
+    "day_care_use",
+    "deactivated",
+    "dementia",
+    "dementia_challenging_behaviour",
+    "dementia_prone_to_wander",
+    "dob",
+    "email_invoices_to",
+    "end_of_life_care",
+    "first_name",
+    "fnc_application_date",
+    "fnc_application_status",
+    "funding_at_risk",
+    "funding_type",
+    "future_billing_disabled",
+    "genders",
+    "genders_other",
+    "given_age",
+    "has_direct_debit_mandate",
+    "invoices_service_user_id_fields",
+    "large_print_requested_for_billing",
+    "last_name",
+    "leaving_notes",
+    "location",
+    "location_contact_for_expenses",
+    "lon_lat",
+    "min_ledger_balance",
+    "mobile",
+    "mobility_bed_bound",
+    "mobility_can_walk_unaided",
+    "mobility_requires_aid_or_hoist",
+    "mobility_uses_stick",
+    "mobility_uses_wheelchair",
+    "modified",
+    "national_insurance_number",
+    "nhs_number",
+    "notes",
+    "partner_in_care_home",
+    "patient_id",
+    "payment_method",
+    "postal_address",
+    "preferred_name",
+    "reason_for_leaving",
+    "ref",
+    "registered_blind",
+    "religions",
+    "religions_other",
+    "send_balance_alert",
+    "service",
+    "service_user_contact_for_expenses",
+    "source_care_enquiry",
+    "statement_ref",
+    "status",
+    "street_address",
+    "title",
+    "transferred_from",
+    "visually_impaired",
 ];
 
 /// Every documented attribute of a user, plus `location_role_label`, which the API returns.
 pub const USER_ATTRIBUTES: &[&str] = &[
-    "_id", "created", "email", "first_name", "invite_accepted", "invited", "last_name",
-    "location_groups", "location_role", "location_role_label", "location_role_other", "locations",
-    "mfa_enabled", "mobile", "modified", "notify_on_admission_or_discharge",
-    "notify_on_care_fund_depleted", "notify_on_data_export", "notify_on_ledger_balance_low",
-    "notify_on_reply_received", "notify_on_service_user_funding_at_risk", "owner_operator",
-    "owner_operator_location", "picture", "reason_for_suspension", "regional_operator", "role",
-    "show_finance_inbox", "suspended",
+    "_id",
+    "created",
+    "email",
+    "first_name",
+    "invite_accepted",
+    "invited",
+    "last_name",
+    "location_groups",
+    "location_role",
+    "location_role_label",
+    "location_role_other",
+    "locations",
+    "mfa_enabled",
+    "mobile",
+    "modified",
+    "notify_on_admission_or_discharge",
+    "notify_on_care_fund_depleted",
+    "notify_on_data_export",
+    "notify_on_ledger_balance_low",
+    "notify_on_reply_received",
+    "notify_on_service_user_funding_at_risk",
+    "owner_operator",
+    "owner_operator_location",
+    "picture",
+    "reason_for_suspension",
+    "regional_operator",
+    "role",
+    "show_finance_inbox",
+    "suspended",
 ];
 
 /// The limit we assume until the API's headers say otherwise (`api-notes.md`).
 pub fn assumed_rate_limit() -> RateLimit {
-    RateLimit { requests: 10, per: Duration::from_secs(1) }
+    RateLimit {
+        requests: 10,
+        per: Duration::from_secs(1),
+    }
 }
 
 pub struct CareHqList {
@@ -96,7 +177,11 @@ impl ListApi for CareHqList {
     }
 
     fn list_query(&self, position: &Position, page_size: u32, scope: &Scope) -> Params {
-        let attributes = if scope.ids_only { &["_id"][..] } else { self.attributes() };
+        let attributes = if scope.ids_only {
+            &["_id"][..]
+        } else {
+            self.attributes()
+        };
         let mut q: Params = attributes.iter().map(|a| param("attributes", a)).collect();
         if self.kind == SourceKind::CarehqUsers {
             q.push(param("filters-suspended", "unset"));
@@ -123,7 +208,11 @@ impl ListApi for CareHqList {
 
     fn lookups(&self, ids: &[String]) -> Vec<Lookup> {
         super::batched_lookups(ids, 100, |chunk| {
-            let mut q: Params = self.attributes().iter().map(|a| param("attributes", a)).collect();
+            let mut q: Params = self
+                .attributes()
+                .iter()
+                .map(|a| param("attributes", a))
+                .collect();
             q.extend(chunk.iter().map(|id| param("filters-ids", id)));
             if self.kind == SourceKind::CarehqUsers {
                 q.push(param("filters-suspended", "unset"));
@@ -141,7 +230,11 @@ impl ListApi for CareHqList {
         let newest_modified = env
             .items
             .iter()
-            .filter_map(|i| serde_json::from_str::<Modified>(i.get()).ok().and_then(|m| m.modified))
+            .filter_map(|i| {
+                serde_json::from_str::<Modified>(i.get())
+                    .ok()
+                    .and_then(|m| m.modified)
+            })
             .max();
         Ok(Page {
             records,

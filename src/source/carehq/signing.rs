@@ -105,7 +105,14 @@ mod tests {
             ("per_page", "50"),
         ]);
         assert_eq!(
-            signature("test-secret", 1_700_000_000, NONCE, "get", "service-users", &params),
+            signature(
+                "test-secret",
+                1_700_000_000,
+                NONCE,
+                "get",
+                "service-users",
+                &params
+            ),
             "33c8adb8269ab29a94290366531f783e0cf0be249e8f191644ebf0a4234b9f6b"
         );
     }
@@ -149,15 +156,27 @@ mod tests {
     #[test]
     fn signature_changes_with_any_part() {
         let base = signature("s", 1, NONCE, "GET", "users", &p(&[("page", "1")]));
-        assert_ne!(base, signature("s", 2, NONCE, "GET", "users", &p(&[("page", "1")])));
-        assert_ne!(base, signature("s", 1, NONCE, "GET", "users", &p(&[("page", "2")])));
-        assert_ne!(base, signature("t", 1, NONCE, "GET", "users", &p(&[("page", "1")])));
+        assert_ne!(
+            base,
+            signature("s", 2, NONCE, "GET", "users", &p(&[("page", "1")]))
+        );
+        assert_ne!(
+            base,
+            signature("s", 1, NONCE, "GET", "users", &p(&[("page", "2")]))
+        );
+        assert_ne!(
+            base,
+            signature("t", 1, NONCE, "GET", "users", &p(&[("page", "1")]))
+        );
     }
 
     #[test]
     fn nonce_is_22_chars_base64url() {
         let n = new_nonce();
         assert_eq!(n.len(), 22);
-        assert!(n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(
+            n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
     }
 }

@@ -1,0 +1,239 @@
+//! Issue 2: every record of every source lands exactly once, whatever the page size and
+//! dataset size; credentials and endless pagination fail clearly.
+
+use caresync::cli::demo::simulator_source_name;
+use caresync::sim::FaultConfig;
+use caresync::source::kind::SourceKind;
+use caresync::sync::{Mode, RunStatus};
+
+use crate::support::{Harness, assert_all_succeeded, options, outcome};
+
+async fn backfill_is_exact(people: usize, limit: Option<usize>, page_size: u32) {
+    let mut opts = options(people);
+    opts.per_source_limit = limit;
+    let h = Harness::start(opts, &format!("page_size = {page_size}\n")).await;
+    let outcomes = h.run(Mode::Backfill).await;
+    assert_all_succeeded(&outcomes);
+    h.assert_exact();
+    for kind in SourceKind::ALL {
+        let o = outcome(&outcomes, kind);
+        let n = h.sims.state().count(kind) as u64;
+        assert_eq!(o.counts.records.inserted, n, "{kind}: inserted");
+        assert_eq!(o.counts.records_seen, n, "{kind}: every record read once");
+        // Minimum requests, plus one terminating request where the style needs one.
+        let minimum = n.div_ceil(page_size as u64).max(1);
+        assert!(
+            o.counts.requests >= minimum && o.counts.requests <= minimum + 1,
+            "{kind}: {} requests for {n} records at page size {page_size}",
+            o.counts.requests
+        );
+    }
+    h.sims.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_pages_at_page_size_one() {
+    backfill_is_exact(60, None, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_pages_at_page_size_seven() {
+    backfill_is_exact(400, None, 7).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_pages_at_the_maximum_page_size() {
+    backfill_is_exact(1500, None, 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_dataset() {
+    backfill_is_exact(50, Some(0), 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_record() {
+    backfill_is_exact(50, Some(1), 7).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_one_full_page() {
+    backfill_is_exact(200, Some(7), 7).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_backfill_over_unchanged_data_changes_nothing() {
+    let h = Harness::start(options(300), "page_size = 50\n").await;
+    assert_all_succeeded(&h.run(Mode::Backfill).await);
+    let before: Vec<(String, String, String)> = {
+        let db = h.db();
+        let mut s = db
+            .prepare("SELECT external_id, content_hash, changed_at FROM source_record ORDER BY 1")
+            .unwrap();
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let second = h.run(Mode::Backfill).await;
+    assert_all_succeeded(&second);
+    for o in &second {
+        assert_eq!(
+            (o.counts.records.inserted, o.counts.records.updated),
+            (0, 0),
+            "{}",
+            o.source
+        );
+        assert_eq!(
+            o.counts.records.unchanged, o.counts.records_seen,
+            "{}",
+            o.source
+        );
+    }
+    let after: Vec<(String, String, String)> = {
+        let db = h.db();
+        let mut s = db
+            .prepare("SELECT external_id, content_hash, changed_at FROM source_record ORDER BY 1")
+            .unwrap();
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(before, after);
+    assert_eq!(
+        h.count("SELECT count(*) FROM sync_run WHERE status = 'succeeded'"),
+        10
+    );
+    h.sims.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_credential_fails_that_source_by_name() {
+    let mut h = Harness::start(options(100), "").await;
+    // Point the marketplace at a token the simulator does not know.
+    let good = h.config.clone();
+    let src = h
+        .config
+        .sources
+        .iter_mut()
+        .find(|s| s.kind == SourceKind::MarketplaceUsers)
+        .unwrap();
+    src.credentials =
+        caresync::config::Credentials::Bearer(caresync::config::Secret::new("wrong-token"));
+    let outcomes = h.run(Mode::Backfill).await;
+    let bad = outcome(&outcomes, SourceKind::MarketplaceUsers);
+    assert_eq!(bad.status, RunStatus::Failed);
+    let message = bad.error.clone().unwrap();
+    assert!(message.contains("HTTP 401"), "{message}");
+    let exit = caresync::cli::extract::exit_for(&outcomes)
+        .unwrap_err()
+        .to_string();
+    assert!(exit.contains("source `marketplace` failed"), "{exit}");
+    assert!(!exit.contains("wrong-token"), "the secret leaked: {exit}");
+    // The other sources were not stopped by it.
+    for kind in SourceKind::ALL
+        .into_iter()
+        .filter(|k| *k != SourceKind::MarketplaceUsers)
+    {
+        assert_eq!(
+            outcome(&outcomes, kind).status,
+            RunStatus::Succeeded,
+            "{kind}"
+        );
+    }
+    assert_eq!(
+        h.count("SELECT count(*) FROM sync_error WHERE source = 'marketplace' AND kind = 'auth'"),
+        1
+    );
+    h.config = good;
+    h.sims.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_signature_is_rejected_by_carehq() {
+    let mut h = Harness::start(options(50), "").await;
+    for s in h.config.sources.iter_mut().filter(|s| s.kind.is_carehq()) {
+        if let caresync::config::Credentials::CareHq { api_secret, .. } = &mut s.credentials {
+            *api_secret = caresync::config::Secret::new("not-the-secret");
+        }
+    }
+    let outcomes = h
+        .run_only(
+            Mode::Backfill,
+            vec![simulator_source_name(SourceKind::CarehqServiceUsers).into()],
+        )
+        .await;
+    assert_eq!(outcomes[0].status, RunStatus::Failed);
+    assert!(
+        outcomes[0].error.as_deref().unwrap().contains("HTTP 401"),
+        "{:?}",
+        outcomes[0].error
+    );
+    h.sims.shutdown().await;
+}
+
+async fn loops_are_caught(faults: FaultConfig, kinds: &[SourceKind]) {
+    let h = Harness::start(options(300), "page_size = 10\n").await;
+    h.sims.state().set_faults(faults);
+    let outcomes = h.run(Mode::Backfill).await;
+    for kind in kinds {
+        let o = outcome(&outcomes, *kind);
+        assert_eq!(o.status, RunStatus::Failed, "{kind} should stop");
+        assert!(
+            o.error.as_deref().unwrap().contains("endless pagination"),
+            "{kind}: {:?}",
+            o.error
+        );
+        assert!(
+            o.counts.requests < 50,
+            "{kind}: stopped only after {} requests",
+            o.counts.requests
+        );
+    }
+    h.sims.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_cursor_stops_the_source() {
+    loops_are_caught(
+        FaultConfig {
+            repeat_cursor: true,
+            ..FaultConfig::default()
+        },
+        &[SourceKind::CarevalidateUsers],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_page_stops_the_source() {
+    loops_are_caught(
+        FaultConfig {
+            repeat_page: true,
+            ..FaultConfig::default()
+        },
+        &[
+            SourceKind::CarehqServiceUsers,
+            SourceKind::MarketplaceUsers,
+            SourceKind::PaceUsers,
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = Harness::start(options(20), "").await;
+    assert_all_succeeded(&h.run(Mode::Backfill).await);
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", h.db_path().display());
+        if let Ok(meta) = std::fs::metadata(&path) {
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{path}");
+        } else {
+            assert!(!suffix.is_empty(), "the database file exists");
+        }
+    }
+    h.sims.shutdown().await;
+}

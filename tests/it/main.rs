@@ -1,0 +1,6 @@
+//! The one integration-test binary: everything here runs against the built-in simulators
+//! on loopback.
+
+mod extraction;
+mod reliability;
+mod support;

@@ -1,0 +1,150 @@
+//! Shared test plumbing: simulators, a config for them, a fresh store, and store queries.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use caresync::cli::demo::{simulator_config, simulator_source_name};
+use caresync::config::Config;
+use caresync::sim::{self, SimOptions, Simulators};
+use caresync::source::kind::SourceKind;
+use caresync::store::Store;
+use caresync::sync::progress::Progress;
+use caresync::sync::{Mode, Pipeline, RunOptions, SourceOutcome};
+
+pub struct Harness {
+    pub sims: Simulators,
+    /// Keeps the store's folder alive for the test.
+    pub _dir: tempfile::TempDir,
+    pub config: Config,
+    pub store: Store,
+}
+
+pub fn options(people: usize) -> SimOptions {
+    SimOptions {
+        people,
+        seed: 7,
+        ..SimOptions::default()
+    }
+}
+
+impl Harness {
+    /// Simulators with `opts`, and a config whose sources carry `extra` keys
+    /// (page size and so on). Retries back off in milliseconds so faults stay quick.
+    pub async fn start(opts: SimOptions, extra: &str) -> Harness {
+        let sims = sim::start(opts).await.expect("simulators start");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store_path = dir.path().join("test.db");
+        let mut config =
+            simulator_config(&sims, &store_path, Some("1000/1s"), extra).expect("config");
+        config.http.min_backoff = std::time::Duration::from_millis(2);
+        config.http.max_backoff = std::time::Duration::from_millis(20);
+        config.http.timeout = std::time::Duration::from_secs(5);
+        let store = Store::open(&config.store_path).expect("store opens");
+        Harness {
+            sims,
+            _dir: dir,
+            config,
+            store,
+        }
+    }
+
+    pub async fn run(&self, mode: Mode) -> Vec<SourceOutcome> {
+        self.run_only(mode, Vec::new()).await
+    }
+
+    pub async fn run_only(&self, mode: Mode, only: Vec<String>) -> Vec<SourceOutcome> {
+        let pipeline = Pipeline::new(self.config.clone(), &self.store);
+        pipeline
+            .run(&RunOptions {
+                mode,
+                only,
+                progress: Progress::quiet(),
+            })
+            .await
+            .expect("pipeline runs")
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        self.store.reader().expect("reader")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.config.store_path.clone()
+    }
+
+    /// External ids of live (not deleted) records of one kind in the store.
+    pub fn stored_ids(&self, kind: SourceKind) -> Vec<String> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare("SELECT external_id FROM source_record WHERE source = ?1 AND deleted_at IS NULL ORDER BY external_id")
+            .unwrap();
+        stmt.query_map([simulator_source_name(kind)], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// The simulator's keys of one kind, normalised as caresync keys them.
+    pub fn upstream_ids(&self, kind: SourceKind) -> Vec<String> {
+        let set: BTreeSet<String> = self
+            .sims
+            .state()
+            .keys(kind)
+            .iter()
+            .map(|k| kind.normalise_external_id(k))
+            .collect();
+        set.into_iter().collect()
+    }
+
+    /// Every source's store holds exactly the simulator's records: no misses, no extras.
+    pub fn assert_exact(&self) {
+        for kind in SourceKind::ALL {
+            let upstream = self.upstream_ids(kind);
+            assert_eq!(
+                upstream.len(),
+                self.sims.state().count(kind),
+                "{kind}: simulator keys are not unique after normalisation"
+            );
+            let stored = self.stored_ids(kind);
+            let missing: Vec<_> = upstream
+                .iter()
+                .filter(|id| stored.binary_search(id).is_err())
+                .take(5)
+                .collect();
+            let extra: Vec<_> = stored
+                .iter()
+                .filter(|id| upstream.binary_search(id).is_err())
+                .take(5)
+                .collect();
+            assert!(
+                missing.is_empty() && extra.is_empty() && stored.len() == upstream.len(),
+                "{kind}: store has {} records, upstream {}; missing e.g. {missing:?}; extra e.g. {extra:?}",
+                stored.len(),
+                upstream.len()
+            );
+        }
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.db().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+}
+
+pub fn assert_all_succeeded(outcomes: &[SourceOutcome]) {
+    for o in outcomes {
+        assert_eq!(
+            o.status,
+            caresync::sync::RunStatus::Succeeded,
+            "source {} failed: {:?}",
+            o.source,
+            o.error
+        );
+    }
+}
+
+pub fn outcome<'a>(outcomes: &'a [SourceOutcome], kind: SourceKind) -> &'a SourceOutcome {
+    outcomes
+        .iter()
+        .find(|o| o.source == simulator_source_name(kind))
+        .expect("outcome for the kind")
+}
