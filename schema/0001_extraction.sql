@@ -20,7 +20,7 @@ CREATE TABLE sync_run (
     mode              TEXT NOT NULL,        -- backfill | sync
     started_at        TEXT NOT NULL,
     finished_at       TEXT,
-    status            TEXT NOT NULL,        -- running | succeeded | failed | quota_exhausted | interrupted
+    status            TEXT NOT NULL,        -- running | succeeded | failed | quota_exhausted | interrupted (killed mid-run)
     pages             INTEGER NOT NULL DEFAULT 0,
     requests          INTEGER NOT NULL DEFAULT 0,
     records_seen      INTEGER NOT NULL DEFAULT 0,

@@ -118,12 +118,7 @@ fn reference_day() -> NaiveDate {
 /// The part of a person drawn before twin/namesake adjustments.
 fn core(seed: u64, n: u64) -> PersonTruth {
     let mut rng = stream(seed, 1, n);
-    let role = match n {
-        0 => Role::Resident,
-        1 => Role::Staff,
-        _ if rng.gen_bool(0.65) => Role::Resident,
-        _ => Role::Staff,
-    };
+    let role = draw_role(&mut rng, n);
     let female_share = if role == Role::Resident { 0.66 } else { 0.8 };
     let sex = if rng.gen_bool(female_share) {
         Sex::Female
@@ -208,6 +203,17 @@ fn core(seed: u64, n: u64) -> PersonTruth {
         home: rng.gen_range(0..names::CARE_HOMES.len()),
         twin_of: None,
         namesake_of: None,
+    }
+}
+
+/// The first draw of a person's stream: their role (persons 0 and 1 fixed, so every API has data).
+fn draw_role(rng: &mut ChaCha8Rng, n: u64) -> Role {
+    let resident = rng.gen_bool(0.65);
+    match n {
+        0 => Role::Resident,
+        1 => Role::Staff,
+        _ if resident => Role::Resident,
+        _ => Role::Staff,
     }
 }
 
@@ -600,10 +606,8 @@ pub fn membership(seed: u64, n: u64) -> Vec<(SourceKind, u8)> {
 /// The role of person `n` (twins share their sibling's role).
 fn core_role(seed: u64, n: u64) -> Role {
     let mut rng = stream(seed, 2, n);
-    if n % 2 == 1 && rng.gen_bool(0.01) {
-        return core(seed, n - 1).role;
-    }
-    core(seed, n).role
+    let m = if n % 2 == 1 && rng.gen_bool(0.01) { n - 1 } else { n };
+    draw_role(&mut stream(seed, 1, m), m)
 }
 
 pub fn created_for(seed: u64, kind: SourceKind, person: u64, copy: u8) -> i64 {
