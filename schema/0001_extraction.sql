@@ -1,5 +1,7 @@
 -- Raw records exactly as each API served them, one row per (source, external_id).
+-- A rowid table: payloads are kilobytes, which WITHOUT ROWID B-trees handle poorly.
 CREATE TABLE source_record (
+    record_id     INTEGER PRIMARY KEY,
     source        TEXT NOT NULL,            -- the [sources.<name>] name in sync.toml
     external_id   TEXT NOT NULL,            -- the API's key, normalised (see data dictionary)
     kind          TEXT NOT NULL,            -- the source kind, e.g. carehq_service_users
@@ -10,8 +12,8 @@ CREATE TABLE source_record (
     changed_at    TEXT NOT NULL,            -- RFC 3339 UTC, when payload last changed
     seen_scan     INTEGER NOT NULL,         -- the scan that last saw it (deletion detection)
     deleted_at    TEXT,                     -- set when a complete scan no longer returns it
-    PRIMARY KEY (source, external_id)
-) WITHOUT ROWID;
+    UNIQUE (source, external_id)
+);
 
 -- One row per run per source.
 CREATE TABLE sync_run (

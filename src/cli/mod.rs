@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand; each variant's `///` comment is its `--help`.
 
+mod bench;
 mod check;
 pub mod demo;
 pub mod extract;
@@ -49,6 +50,8 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Start the simulators in-process, backfill them into a fresh demo database, and show it.
     Demo(demo::DemoArgs),
+    /// Measure the pipeline against the simulators and against each stage's own limit.
+    Bench(bench::BenchArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -62,6 +65,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Simulate(args) => simulate::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 

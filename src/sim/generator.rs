@@ -79,6 +79,10 @@ impl PersonTruth {
     }
 }
 
+fn ymd(d: NaiveDate) -> String {
+    format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+}
+
 /// SplitMix64 step: a cheap, good mixer for deriving independent seeds.
 pub fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -254,6 +258,9 @@ pub fn person(seed: u64, n: u64) -> PersonTruth {
     } else if n >= 2 && rng.gen_bool(0.02) {
         // Same name as someone else, otherwise a different human.
         let other = core(seed, n - 2);
+        if other.sex != p.sex {
+            p.title = other.title;
+        }
         p.sex = other.sex;
         p.first_name = other.first_name;
         p.nicknames = other.nicknames;
@@ -606,7 +613,11 @@ pub fn membership(seed: u64, n: u64) -> Vec<(SourceKind, u8)> {
 /// The role of person `n` (twins share their sibling's role).
 fn core_role(seed: u64, n: u64) -> Role {
     let mut rng = stream(seed, 2, n);
-    let m = if n % 2 == 1 && rng.gen_bool(0.01) { n - 1 } else { n };
+    let m = if n % 2 == 1 && rng.gen_bool(0.01) {
+        n - 1
+    } else {
+        n
+    };
     draw_role(&mut stream(seed, 1, m), m)
 }
 
@@ -705,36 +716,42 @@ pub fn render(
     }
 }
 
-fn address_obj(
-    a1: &str,
-    a2: &str,
-    town: &str,
-    county: &str,
-    pc: &str,
-    country: &str,
-) -> serde_json::Value {
-    json!({
-        "address_1": a1, "address_2": a2, "country": country,
-        "county": county, "postcode": pc, "town": town,
-    })
+/// CareHQ's address hash (keys in the API's order); all empty strings when unknown.
+#[derive(Serialize)]
+struct Address<'a> {
+    address_1: &'a str,
+    address_2: &'a str,
+    country: &'a str,
+    county: &'a str,
+    postcode: &'a str,
+    town: &'a str,
 }
 
-const EMPTY_ADDRESS: [(&str, &str); 6] = [
-    ("address_1", ""),
-    ("address_2", ""),
-    ("country", ""),
-    ("county", ""),
-    ("postcode", ""),
-    ("town", ""),
-];
+const EMPTY_ADDRESS: Address<'static> = Address {
+    address_1: "",
+    address_2: "",
+    country: "",
+    county: "",
+    postcode: "",
+    town: "",
+};
 
-fn empty_address() -> serde_json::Value {
-    serde_json::Value::Object(
-        EMPTY_ADDRESS
-            .iter()
-            .map(|(k, v)| (k.to_string(), json!(v)))
-            .collect(),
-    )
+fn address_obj<'a>(
+    a1: &'a str,
+    a2: &'a str,
+    town: &'a str,
+    county: &'a str,
+    postcode: &'a str,
+    country: &'a str,
+) -> Address<'a> {
+    Address {
+        address_1: a1,
+        address_2: a2,
+        country,
+        county,
+        postcode,
+        town,
+    }
 }
 
 fn carehq_service_user(
@@ -789,6 +806,10 @@ fn carehq_service_user(
     };
     let dt = |ms: i64| carehq_time(ms);
     let left_ms = modified_ms;
+    let street_known = community || rng.gen_bool(0.2);
+    let street_no_county = rng.gen_bool(0.3);
+    let street_postcode = copy_postcode(rng, &p.postcode);
+    let street_country = *pick(rng, &["United Kingdom", "UK", "", "England"]);
     let mut w = ObjWriter::with_capacity(2200, 80);
     w.field("_id", &id)
         .field("account_code", &format!("{initials}{:04}", seq + 1))
@@ -834,10 +855,7 @@ fn carehq_service_user(
             "dementia_prone_to_wander",
             &(dementia && rng.gen_bool(0.5)).then_some(rng.gen_bool(0.3)),
         )
-        .field(
-            "dob",
-            &(!missing_dob).then(|| p.dob.format("%Y-%m-%d").to_string()),
-        )
+        .field("dob", &(!missing_dob).then(|| ymd(p.dob)))
         .field(
             "email_invoices_to",
             &if rng.gen_bool(0.7) {
@@ -1047,21 +1065,20 @@ fn carehq_service_user(
         )
         .field("statement_ref", &None::<String>)
         .field("status", status)
-        .field(
-            "street_address",
-            &if community || rng.gen_bool(0.2) {
+        .field("street_address", &{
+            if street_known {
                 address_obj(
                     &p.address_1,
                     &p.address_2,
                     &p.town,
-                    if rng.gen_bool(0.3) { "" } else { &p.county },
-                    &copy_postcode(rng, &p.postcode),
-                    *pick(rng, &["United Kingdom", "UK", "", "England"]),
+                    if street_no_county { "" } else { &p.county },
+                    &street_postcode,
+                    street_country,
                 )
             } else {
-                empty_address()
-            },
-        )
+                EMPTY_ADDRESS
+            }
+        })
         .field(
             "title",
             &if rng.gen_bool(0.3) {
@@ -1250,7 +1267,7 @@ fn marketplace_user(
         .unwrap_or(0);
     let dob = match rng.gen_range(0..10) {
         0 => None,
-        1 => Some(p.dob.format("%Y-%m-%dT00:00:00+00:00").to_string()),
+        1 => Some(format!("{}T00:00:00+00:00", ymd(p.dob))),
         _ => Some(iso_z(dob_ms)),
     };
     let married = rng.gen_bool(0.35);
@@ -1473,7 +1490,7 @@ fn carevalidate_user(rng: &mut ChaCha8Rng, p: &PersonTruth, copy: u8, created_ms
     w.field("email", &email)
         .field("firstName", &first)
         .field("lastName", &last)
-        .field("dob", &p.dob.format("%Y-%m-%d").to_string())
+        .field("dob", &ymd(p.dob))
         .field("phoneNumber", &if rng.gen_bool(0.1) { None } else { Some(e164(&p.phone)) })
         .field("gender", if rng.gen_bool(0.01) { "OTHER" } else if p.sex == Sex::Female { "FEMALE" } else { "MALE" })
         .field("address", &address)

@@ -3,7 +3,7 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 
 /// Decoded `key=value` pairs of a query string or form body, in order (repeated keys kept).
 pub fn parse_pairs(raw: &[u8]) -> Vec<(String, String)> {
@@ -69,13 +69,29 @@ pub fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
-fn dt(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+/// Civil UTC date-time of an epoch-milliseconds instant: (y, m, d, H, M, S, ms).
+/// Hand-rolled (Howard Hinnant's days→civil) because chrono's `format` dominates generation.
+fn civil(ms: i64) -> (i64, u32, u32, u32, u32, u32, u32) {
+    let secs = ms.div_euclid(1000);
+    let milli = ms.rem_euclid(1000) as u32;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400) as u32;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, sod / 3600, sod / 60 % 60, sod % 60, milli)
 }
 
 /// CareHQ: `YYYY-MM-DD HH:MM:SS`, UTC, no zone.
 pub fn carehq_time(ms: i64) -> String {
-    dt(ms).format("%Y-%m-%d %H:%M:%S").to_string()
+    let (y, mo, d, h, mi, s, _) = civil(ms);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
 }
 
 /// Parses CareHQ's `YYYY-MM-DD HH:MM:SS` (also accepts a `T` separator or a bare date).
@@ -98,17 +114,20 @@ pub fn parse_carehq_time(s: &str) -> Option<i64> {
 
 /// ISO 8601 with `Z`, seconds precision (marketplace).
 pub fn iso_z(ms: i64) -> String {
-    dt(ms).format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    let (y, mo, d, h, mi, s, _) = civil(ms);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
 /// ISO 8601 with milliseconds and `Z` (CareValidate `createdAt`).
 pub fn iso_ms_z(ms: i64) -> String {
-    dt(ms).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    let (y, mo, d, h, mi, s, milli) = civil(ms);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z")
 }
 
 /// UTC without a zone designator (PACE).
 pub fn iso_no_zone(ms: i64) -> String {
-    dt(ms).format("%Y-%m-%dT%H:%M:%S").to_string()
+    let (y, mo, d, h, mi, s, _) = civil(ms);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}")
 }
 
 /// Parses an ISO date-time as FastAPI/pydantic would accept it (with or without zone, or a date).
@@ -144,6 +163,22 @@ mod tests {
         assert_eq!(parse_iso("2023-11-14T22:13:20Z"), Some(ms));
         assert_eq!(iso_ms_z(ms + 14), "2023-11-14T22:13:20.014Z");
         assert_eq!(iso_no_zone(ms), "2023-11-14T22:13:20");
+        // Agrees with chrono across leap years, centuries and negative instants.
+        for ms in [
+            -2_208_988_800_000i64,
+            -1,
+            0,
+            951_782_400_000,
+            4_107_542_399_999,
+            1_709_210_096_789,
+        ] {
+            let c = chrono::DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
+            assert_eq!(
+                iso_ms_z(ms),
+                c.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+                "{ms}"
+            );
+        }
     }
 
     #[test]

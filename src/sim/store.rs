@@ -150,6 +150,10 @@ impl Store {
         self.live
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
     pub fn push(&mut self, rec: Record) -> bool {
         let norm: Box<str> = self.kind.normalise_external_id(&rec.key).into();
         if self.index.contains_key(&norm) {
@@ -178,11 +182,24 @@ impl Store {
         self.slots.get(slot as usize).and_then(|s| s.as_ref())
     }
 
-    pub fn replace(&mut self, slot: u32, rec: Record) {
-        if let Some(s) = self.slots.get_mut(slot as usize) {
-            *s = Some(rec);
-            self.version += 1;
+    /// Replaces the record in `slot`, re-indexing it if its key changed. False (and no change)
+    /// if the slot is empty or the new key belongs to another record.
+    pub fn replace(&mut self, slot: u32, rec: Record) -> bool {
+        let Some(old_key) = self.at(slot).map(|r| r.key.clone()) else {
+            return false;
+        };
+        if old_key != rec.key {
+            let new_norm: Box<str> = self.kind.normalise_external_id(&rec.key).into();
+            let old_norm = self.kind.normalise_external_id(&old_key);
+            if new_norm.as_ref() != old_norm && self.index.contains_key(&new_norm) {
+                return false;
+            }
+            self.index.remove(old_norm.as_str());
+            self.index.insert(new_norm, slot);
         }
+        self.slots[slot as usize] = Some(rec);
+        self.version += 1;
+        true
     }
 
     pub fn remove(&mut self, key: &str) -> Option<Record> {
@@ -212,11 +229,14 @@ impl Store {
     }
 }
 
+/// Query signature → (store version it was built for, slots in order).
+type ViewCache = HashMap<String, (u64, Arc<[u32]>)>;
+
 /// A store plus its cache of sorted/filtered views.
 #[derive(Debug)]
 pub struct SourceCell {
     pub store: RwLock<Store>,
-    views: Mutex<HashMap<String, (u64, Arc<[u32]>)>>,
+    views: Mutex<ViewCache>,
 }
 
 impl SourceCell {
@@ -289,7 +309,12 @@ mod tests {
         assert!(s.push(rec("ABC-def")));
         assert!(!s.push(rec("abc-DEF")));
         assert!(s.get(" abc-def ").is_some());
-        assert!(s.remove("ABC-DEF").is_some());
+        let mut moved = rec("xyz");
+        moved.person = 9;
+        assert!(s.replace(0, moved));
+        assert!(s.get("abc-def").is_none());
+        assert_eq!(s.get("XYZ").map(|r| r.person), Some(9));
+        assert!(s.remove("xyz").is_some());
         assert_eq!(s.len(), 0);
     }
 }

@@ -1204,7 +1204,7 @@ async fn injected_faults_behave_as_configured() {
     assert!(t.elapsed() >= std::time::Duration::from_millis(150));
     let stats = st.stats(SourceKind::MarketplaceUsers);
     assert!(stats.requests >= 6 && stats.list_requests >= 1);
-    assert!(stats.by_status.get(&200).is_some());
+    assert!(stats.by_status.contains_key(&200));
     sims.shutdown().await;
 }
 
@@ -1306,8 +1306,7 @@ fn records_carry_the_documented_quirks() {
     assert!(
         people
             .iter()
-            .any(|p| p.first_name.chars().any(|c| !c.is_ascii())
-                || p.last_name.chars().any(|c| !c.is_ascii()))
+            .any(|p| !p.first_name.is_ascii() || !p.last_name.is_ascii())
     );
     let pace = s.records(SourceKind::PaceUsers);
     assert!(pace.iter().any(|u| u.get("Telephone Number").is_some()));
@@ -1357,8 +1356,14 @@ async fn bench_generation_and_paging() {
     .expect("start");
     let st = sims.state();
     let total: usize = SourceKind::ALL.iter().map(|k| st.count(*k)).sum();
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .unwrap_or("")
+        .to_string();
     println!(
-        "generated {people} people, {total} records in {:?}",
+        "generated {people} people, {total} records in {:?} ({rss})",
         t.elapsed()
     );
     let c = client();
@@ -1425,16 +1430,15 @@ async fn bench_generation_and_paging() {
             };
             let body = resp.expect("send").bytes().await.expect("body");
             bytes += body.len();
-            let v: Value = serde_json::from_slice(&body).expect("json");
+            let v: BenchPage = serde_json::from_slice(&body).expect("json");
             let items = v
-                .get("items")
-                .or(v.get("data"))
-                .or(v.get("Items"))
-                .and_then(Value::as_array)
-                .map(Vec::len)
+                .items
+                .or(v.data)
+                .or(v.items_pascal)
+                .map(|i| i.len())
                 .unwrap_or(0);
             n += items;
-            after = v["meta"]["cursor"].as_str().map(str::to_string);
+            after = v.meta.and_then(|m| m.cursor);
             if items < 100 {
                 break;
             }
@@ -1448,4 +1452,32 @@ async fn bench_generation_and_paging() {
         assert_eq!(n, st.count(kind));
     }
     sims.shutdown().await;
+}
+
+#[test]
+#[ignore]
+fn bench_generation_phases() {
+    let people: u64 = std::env::var("SIM_BENCH_PEOPLE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let t = std::time::Instant::now();
+    let plan = generator::plan(42, people);
+    println!("plan: {:?}", t.elapsed());
+    let locations = generator::location_ids(42);
+    for (kind, entries) in plan {
+        let t = std::time::Instant::now();
+        let recs = generator::render_all(42, kind, &entries, 0, &locations);
+        let render = t.elapsed();
+        let t = std::time::Instant::now();
+        let mut store = store::Store::new(kind);
+        for r in recs {
+            store.push(r);
+        }
+        println!(
+            "{kind}: {} render {render:?} push {:?}",
+            store.len(),
+            t.elapsed()
+        );
+    }
 }

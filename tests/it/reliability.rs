@@ -268,3 +268,148 @@ async fn a_backfill_killed_at_random_moments_ends_exact() {
     assert_eq!(running, 0);
     h.sims.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documented_rate_limits_are_never_hit() {
+    let mut opts = options(400);
+    opts.enforce_rate_limits = true;
+    opts.pace_window_secs = 2;
+    // CareHQ learns its 10/s from the headers; PACE is told the simulator's shorter window.
+    // A second CareHQ source on the same key shares the budget.
+    let h = Harness::start_with(opts, None, "page_size = 10\n", |text| {
+        let second = text
+            .split("[sources.")
+            .find(|t| t.starts_with("carehq_residents]"))
+            .unwrap()
+            .replacen("carehq_residents]", "carehq_residents_again]", 1);
+        format!("{text}\n[sources.{second}").replace(
+            "customer_id_env = \"CARESYNC_SIM_PACE_CUSTOMER\"\n",
+            "customer_id_env = \"CARESYNC_SIM_PACE_CUSTOMER\"\nrate_limit = \"5/2s\"\n",
+        )
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let outcomes = h.run(Mode::Backfill).await;
+    assert_all_succeeded(&outcomes);
+    assert_eq!(outcomes.len(), 6);
+    h.assert_exact();
+    for kind in SourceKind::ALL {
+        let stats = h.sims.state().stats(kind);
+        assert_eq!(
+            stats.rate_limited, 0,
+            "{kind}: {} responses were 429",
+            stats.rate_limited
+        );
+    }
+    // The two CareHQ sources together made ~60 requests at 10/s: they cannot both have had
+    // their own budget and they must not have been slower than the shared floor allows.
+    let carehq_requests: u64 = outcomes
+        .iter()
+        .filter(|o| o.kind.starts_with("carehq"))
+        .map(|o| o.counts.requests)
+        .sum();
+    let floor = Duration::from_secs_f64((carehq_requests as f64 / 10.0) - 1.0);
+    assert!(
+        started.elapsed() >= floor,
+        "{carehq_requests} CareHQ requests in {:?}",
+        started.elapsed()
+    );
+    h.sims.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pace_quota_stops_only_pace() {
+    let mut opts = options(300);
+    opts.faults = FaultConfig {
+        pace_daily_quota: Some(3),
+        ..FaultConfig::default()
+    };
+    let h = Harness::start(opts, "page_size = 10\n").await;
+    let outcomes = h.run(Mode::Backfill).await;
+    let pace = outcome(&outcomes, SourceKind::PaceUsers);
+    assert_eq!(pace.status, RunStatus::QuotaExhausted, "{:?}", pace.error);
+    assert!(
+        pace.error.as_deref().unwrap().contains("Maximum quota"),
+        "{:?}",
+        pace.error
+    );
+    // The quota (3) plus at most the requests already in flight (4 at a time): no retries.
+    let in_flight = h.config.http.concurrency as u64;
+    assert!(
+        pace.counts.requests <= 3 + in_flight,
+        "PACE kept asking: {} requests",
+        pace.counts.requests
+    );
+    for kind in SourceKind::ALL
+        .into_iter()
+        .filter(|k| *k != SourceKind::PaceUsers)
+    {
+        assert_eq!(
+            outcome(&outcomes, kind).status,
+            RunStatus::Succeeded,
+            "{kind}"
+        );
+    }
+    assert_eq!(
+        h.count(
+            "SELECT count(*) FROM sync_run WHERE source = 'pace' AND status = 'quota_exhausted'"
+        ),
+        1
+    );
+    // The pages it did read are kept, and the next run resumes from its checkpoint.
+    assert_eq!(
+        h.count("SELECT count(*) FROM source_record WHERE source = 'pace'"),
+        30
+    );
+    h.sims.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_sync_reads_changes_across_the_watermark() {
+    let h = Harness::start(options(300), "page_size = 20\n").await;
+    assert_all_succeeded(&h.run(Mode::Backfill).await);
+    let state = h.sims.state();
+    let residents = state.keys(SourceKind::CarehqServiceUsers);
+    let total = residents.len() as u64;
+    let name = simulator_source_name(SourceKind::CarehqServiceUsers);
+    for round in 0..3 {
+        // Two edits in the same second as the previous sync's watermark, one each side of it.
+        let a = &residents[round * 2];
+        let b = &residents[round * 2 + 1];
+        assert!(state.update_field(
+            SourceKind::CarehqServiceUsers,
+            a,
+            "preferred_name",
+            serde_json::json!(format!("A{round}"))
+        ));
+        let first = h.run_only(Mode::Sync, vec![name.into()]).await;
+        assert_all_succeeded(&first);
+        assert!(state.update_field(
+            SourceKind::CarehqServiceUsers,
+            b,
+            "preferred_name",
+            serde_json::json!(format!("B{round}"))
+        ));
+        let second = h.run_only(Mode::Sync, vec![name.into()]).await;
+        assert_all_succeeded(&second);
+        for (id, value) in [(a, format!("A{round}")), (b, format!("B{round}"))] {
+            let stored: String = h
+                .db()
+                .query_row(
+                    "SELECT json_extract(payload, '$.preferred_name') FROM source_record WHERE source = ?1 AND external_id = ?2",
+                    [name, id.as_str()],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(stored, value, "round {round}: an edit was missed");
+        }
+        // Incremental: far fewer records read than a full scan, plus the cheap id sweep.
+        assert!(
+            second[0].counts.records_seen < total / 2,
+            "read {} of {total}",
+            second[0].counts.records_seen
+        );
+    }
+    h.assert_exact();
+    h.sims.shutdown().await;
+}

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use caresync::cli::demo::{simulator_config, simulator_source_name};
+use caresync::cli::demo::{simulator_config_toml, simulator_env, simulator_source_name};
 use caresync::config::Config;
 use caresync::sim::{self, SimOptions, Simulators};
 use caresync::source::kind::SourceKind;
@@ -31,11 +31,30 @@ impl Harness {
     /// Simulators with `opts`, and a config whose sources carry `extra` keys
     /// (page size and so on). Retries back off in milliseconds so faults stay quick.
     pub async fn start(opts: SimOptions, extra: &str) -> Harness {
+        Harness::start_with(opts, Some("1000/1s"), extra, |text| text).await
+    }
+
+    /// As [`Harness::start`], with each API's own default rate limit unless `rate_limit` is
+    /// given, and a last edit of the config text.
+    pub async fn start_with(
+        opts: SimOptions,
+        rate_limit: Option<&str>,
+        extra: &str,
+        edit: impl FnOnce(String) -> String,
+    ) -> Harness {
         let sims = sim::start(opts).await.expect("simulators start");
         let dir = tempfile::tempdir().expect("temp dir");
         let store_path = dir.path().join("test.db");
+        let text = edit(simulator_config_toml(
+            |k| sims.base_url(k),
+            &store_path,
+            rate_limit,
+            extra,
+        ));
+        let env = simulator_env();
+        let lookup = move |name: &str| env.get(name).cloned();
         let mut config =
-            simulator_config(&sims, &store_path, Some("1000/1s"), extra).expect("config");
+            caresync::config::parse(&text, &dir.path().join("sync.toml"), &lookup).expect("config");
         config.http.min_backoff = std::time::Duration::from_millis(2);
         config.http.max_backoff = std::time::Duration::from_millis(20);
         config.http.timeout = std::time::Duration::from_secs(5);

@@ -1,0 +1,442 @@
+//! `caresync bench`: the pipeline against the built-in simulators, measured against the
+//! limits of each stage on the same record shapes. The same `Pipeline::run` as `backfill`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::config::RateLimit;
+use crate::sim::{self, SimOptions};
+use crate::source::http::HttpClient;
+use crate::source::kind::SourceKind;
+use crate::source::ratelimit::RateLimiter;
+use crate::source::{Position, Scope, api_for};
+use crate::store::{Checkpoint, PageWrite, Store, StoredRecord};
+use crate::sync::progress::Progress;
+use crate::sync::{Mode, Pipeline, RunOptions, RunStatus, SourceOutcome};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// How many people the simulators generate.
+    #[arg(long, default_value_t = 20_000)]
+    pub people: usize,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// `none`: simulators without rate limits; `documented`: CareHQ 10/s per key and PACE
+    /// 5 per 10 s enforced, to compare wall time with the floor the limits allow.
+    #[arg(long, value_enum, default_value_t = Limits::None)]
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Limits {
+    None,
+    Documented,
+}
+
+#[derive(Debug, Serialize)]
+struct SourceFigures {
+    source: String,
+    records: u64,
+    requests: u64,
+    minimum_requests: u64,
+    throttled_429: u64,
+}
+
+#[derive(Debug, Serialize, Default)]
+struct Report {
+    people: usize,
+    limits: String,
+    records: u64,
+    backfill_secs: f64,
+    backfill_records_per_sec: f64,
+    peak_rss_mb_above_simulators: Option<f64>,
+    sources: Vec<SourceFigures>,
+    nochange_sync_secs: f64,
+    nochange_sync_rows_written: u64,
+    stage_fetch_records_per_sec: Option<f64>,
+    stage_parse_records_per_sec: Option<f64>,
+    stage_store_rows_per_sec: Option<f64>,
+    share_of_slowest_stage: Option<f64>,
+    /// Requests ÷ allowed rate, for the slowest budget.
+    floor_secs: Option<f64>,
+    wall_over_floor: Option<f64>,
+    /// (⌈requests ÷ N⌉ − 1) windows: the least a window-counting limit allows, bursts included.
+    window_floor_secs: Option<f64>,
+    wall_over_window_floor: Option<f64>,
+    responses_429: u64,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let documented = args.limits == Limits::Documented;
+    let sims = sim::start(SimOptions {
+        people: args.people,
+        enforce_rate_limits: documented,
+        ..SimOptions::default()
+    })
+    .await?;
+    let dir = tempfile_dir()?;
+    let store_path = dir.join("bench.db");
+    // Without limits, pace nothing; with the documented ones, use each API's own defaults.
+    let rate = if documented { None } else { Some("1000000/1s") };
+    let config = super::demo::simulator_config(&sims, &store_path, rate, "")?;
+    let store = Store::open(&config.store_path)?;
+    let pipeline = Pipeline::new(config.clone(), &store);
+    let mut report = Report {
+        people: args.people,
+        limits: format!("{:?}", args.limits).to_lowercase(),
+        ..Report::default()
+    };
+
+    let baseline = memory::reset_peak();
+    let started = Instant::now();
+    let outcomes = pipeline
+        .run(&RunOptions {
+            mode: Mode::Backfill,
+            only: Vec::new(),
+            progress: Progress::quiet(),
+        })
+        .await?;
+    let elapsed = started.elapsed();
+    report.peak_rss_mb_above_simulators = memory::peak_above(baseline);
+    check_all_succeeded(&outcomes)?;
+    report.records = outcomes.iter().map(|o| o.counts.records_seen).sum();
+    report.backfill_secs = elapsed.as_secs_f64();
+    report.backfill_records_per_sec = report.records as f64 / elapsed.as_secs_f64();
+    for o in &outcomes {
+        let kind: SourceKind = o.kind.parse().map_err(anyhow::Error::msg)?;
+        let stats = sims.state().stats(kind);
+        report.responses_429 += stats.rate_limited;
+        report.sources.push(SourceFigures {
+            source: o.source.clone(),
+            records: o.counts.records_seen,
+            requests: o.counts.requests,
+            minimum_requests: o
+                .counts
+                .records_seen
+                .div_ceil(kind.max_page_size() as u64)
+                .max(1),
+            throttled_429: stats.rate_limited,
+        });
+    }
+    if documented {
+        let (floor, window_floor) = floor_secs(&outcomes, &config);
+        report.floor_secs = Some(floor);
+        report.wall_over_floor = Some(elapsed.as_secs_f64() / floor.max(f64::EPSILON));
+        report.window_floor_secs = Some(window_floor);
+        report.wall_over_window_floor =
+            Some(elapsed.as_secs_f64() / window_floor.max(f64::EPSILON));
+    }
+
+    let started = Instant::now();
+    let again = pipeline
+        .run(&RunOptions {
+            mode: Mode::Sync,
+            only: Vec::new(),
+            progress: Progress::quiet(),
+        })
+        .await?;
+    report.nochange_sync_secs = started.elapsed().as_secs_f64();
+    check_all_succeeded(&again)?;
+    report.nochange_sync_rows_written = again
+        .iter()
+        .map(|o| o.counts.records.inserted + o.counts.records.updated + o.counts.deleted)
+        .sum();
+
+    if !documented {
+        let stages = stage_limits(&config, &dir).await?;
+        report.stage_fetch_records_per_sec = Some(stages.0);
+        report.stage_parse_records_per_sec = Some(stages.1);
+        report.stage_store_rows_per_sec = Some(stages.2);
+        let slowest = stages.0.min(stages.1).min(stages.2);
+        report.share_of_slowest_stage = Some(report.backfill_records_per_sec / slowest);
+    }
+    sims.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_all_succeeded(outcomes: &[SourceOutcome]) -> anyhow::Result<()> {
+    match outcomes.iter().find(|o| o.status != RunStatus::Succeeded) {
+        Some(o) => anyhow::bail!(
+            "source `{}` failed during the bench: {}",
+            o.source,
+            o.error.as_deref().unwrap_or("")
+        ),
+        None => Ok(()),
+    }
+}
+
+/// The least wall time the rate limits allow, for the slowest budget (sources sharing a key):
+/// requests ÷ allowed rate, and the whole windows a burst-allowing window limit needs.
+fn floor_secs(outcomes: &[SourceOutcome], config: &crate::config::Config) -> (f64, f64) {
+    let mut by_budget: std::collections::HashMap<(bool, u64), (u64, Option<RateLimit>)> =
+        Default::default();
+    for o in outcomes {
+        let Some(source) = config.source(&o.source) else {
+            continue;
+        };
+        let limit = source.effective_rate_limit().or_else(|| {
+            source
+                .kind
+                .is_carehq()
+                .then(crate::source::carehq::assumed_rate_limit)
+        });
+        let key = (source.kind.is_carehq(), source.credentials.budget_key());
+        let entry = by_budget.entry(key).or_insert((0, limit));
+        entry.0 += o.counts.requests;
+    }
+    let budgets: Vec<(u64, RateLimit)> = by_budget
+        .values()
+        .filter_map(|(r, l)| l.map(|l| (*r, l)))
+        .collect();
+    let rate_floor = budgets
+        .iter()
+        .map(|(r, l)| *r as f64 * l.per.as_secs_f64() / l.requests as f64)
+        .fold(0.0, f64::max);
+    let window_floor = budgets
+        .iter()
+        .map(|(r, l)| {
+            (r.div_ceil(l.requests as u64).saturating_sub(1)) as f64 * l.per.as_secs_f64()
+        })
+        .fold(0.0, f64::max);
+    (rate_floor, window_floor)
+}
+
+/// Each stage alone on CareHQ service-user pages: fetch (HTTP, no parsing), parse (on every
+/// core), and store (the writer's upserts of raw records into a fresh database).
+async fn stage_limits(
+    config: &crate::config::Config,
+    dir: &std::path::Path,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let source = config
+        .sources
+        .iter()
+        .find(|s| s.kind == SourceKind::CarehqServiceUsers)
+        .ok_or_else(|| anyhow::anyhow!("no CareHQ service-user source"))?;
+    let api = api_for(source.kind);
+    let client = HttpClient::new(
+        HttpClient::build_client(&config.http)?,
+        source.collection_url(),
+        source.credentials.clone(),
+        config.http.clone(),
+        Arc::new(RateLimiter::unlimited()),
+    );
+    let first_page = api.list_request(&Position::Page(1), 100, &Scope::default());
+    let pages = client
+        .execute(&first_page, |b| {
+            let v: serde_json::Value = serde_json::from_slice(&b).map_err(|e| e.to_string())?;
+            Ok(v["page_count"].as_u64().unwrap_or(1) as u32)
+        })
+        .await?;
+
+    // Fetch: every page, 4 at a time, bodies kept for the parse stage.
+    let started = Instant::now();
+    let bodies: Vec<bytes::Bytes> = futures::stream::iter(1..=pages)
+        .map(|p| {
+            let spec = api.list_request(&Position::Page(p), 100, &Scope::default());
+            let client = &client;
+            async move { client.execute(&spec, Ok).await }
+        })
+        .buffered(4)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let fetch_secs = started.elapsed().as_secs_f64();
+
+    // Parse: the same bodies, split over the cores.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let started = Instant::now();
+    let parsed: Vec<Vec<StoredRecord>> = std::thread::scope(|scope| {
+        let chunks: Vec<_> = bodies.chunks(bodies.len().div_ceil(cores).max(1)).collect();
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                let api = api.clone();
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .filter_map(|b| api.parse_page(b).ok())
+                        .map(|p| p.records)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let parse_secs = started.elapsed().as_secs_f64();
+    let records: usize = parsed.iter().map(Vec::len).sum();
+
+    // Store: the writer alone, into a fresh database.
+    let store = Store::open(&dir.join("stage.db"))?;
+    store
+        .writer
+        .call(|conn| {
+            conn.execute(
+                "INSERT INTO sync_state (source, scan_id, scan_mode, scan_started_at) VALUES ('stage', 1, 'full', '')",
+                [],
+            )?;
+            Ok(())
+        })
+        .await?;
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    for (i, page) in parsed.into_iter().enumerate() {
+        pending.push(
+            store
+                .writer
+                .write_page(PageWrite {
+                    source: Arc::from("stage"),
+                    kind: "carehq_service_users",
+                    scan_id: 1,
+                    records: page,
+                    checkpoint: Some(Checkpoint {
+                        scan_id: 1,
+                        next_position: None,
+                        pages_done: i as u64 + 1,
+                        watermark: None,
+                    }),
+                })
+                .await?,
+        );
+    }
+    for rx in pending {
+        rx.await??;
+    }
+    let store_secs = started.elapsed().as_secs_f64();
+    let per_sec = |secs: f64| records as f64 / secs.max(f64::EPSILON);
+    Ok((
+        per_sec(fetch_secs),
+        per_sec(parse_secs),
+        per_sec(store_secs),
+    ))
+}
+
+fn render(r: &Report) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "caresync bench: {} people, limits {}",
+        r.people, r.limits
+    );
+    let _ = writeln!(
+        out,
+        "\nend-to-end backfill (raw payloads into a fresh store)"
+    );
+    let _ = writeln!(out, "  records            {:>12}", r.records);
+    let _ = writeln!(out, "  wall time          {:>12.2} s", r.backfill_secs);
+    let _ = writeln!(
+        out,
+        "  records/s          {:>12.0}",
+        r.backfill_records_per_sec
+    );
+    if let Some(mb) = r.peak_rss_mb_above_simulators {
+        let _ = writeln!(
+            out,
+            "  peak RSS           {:>12.1} MB above the simulators' own",
+            mb
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nrequests per source (minimum = records / maximum page size)"
+    );
+    for s in &r.sources {
+        let _ = writeln!(
+            out,
+            "  {:<24} {:>8} records {:>6} requests {:>6} minimum {:>4} x 429",
+            s.source, s.records, s.requests, s.minimum_requests, s.throttled_429
+        );
+    }
+    let _ = writeln!(out, "\nsecond sync, no upstream change");
+    let _ = writeln!(out, "  wall time          {:>12.2} s", r.nochange_sync_secs);
+    let _ = writeln!(
+        out,
+        "  rows written       {:>12}",
+        r.nochange_sync_rows_written
+    );
+    if let (Some(f), Some(p), Some(s)) = (
+        r.stage_fetch_records_per_sec,
+        r.stage_parse_records_per_sec,
+        r.stage_store_rows_per_sec,
+    ) {
+        let _ = writeln!(out, "\nstage limits, same record shapes (records/s)");
+        let _ = writeln!(out, "  fetch (HTTP)       {:>12.0}", f);
+        let _ = writeln!(out, "  parse              {:>12.0}", p);
+        let _ = writeln!(out, "  store (upsert)     {:>12.0}", s);
+        if let Some(share) = r.share_of_slowest_stage {
+            let _ = writeln!(
+                out,
+                "  end-to-end share of the slowest stage {:>6.0}%",
+                share * 100.0
+            );
+        }
+    }
+    if let (Some(floor), Some(ratio), Some(wfloor), Some(wratio)) = (
+        r.floor_secs,
+        r.wall_over_floor,
+        r.window_floor_secs,
+        r.wall_over_window_floor,
+    ) {
+        let _ = writeln!(out, "\nrate limits, {} x 429 received", r.responses_429);
+        let _ = writeln!(
+            out,
+            "  wall time vs requests / rate          {:>8.2} s vs {:>8.2} s  ({:.2}x)",
+            r.backfill_secs, floor, ratio
+        );
+        let _ = writeln!(
+            out,
+            "  wall time vs whole windows needed     {:>8.2} s vs {:>8.2} s  ({:.2}x)",
+            r.backfill_secs, wfloor, wratio
+        );
+    }
+    out
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("caresync-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Peak resident memory, from /proc (Linux); elsewhere the bench reports none.
+mod memory {
+    fn read_kb(field: &str) -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with(field))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
+    /// Resets the kernel's peak (VmHWM) to the current RSS and returns that RSS in kB.
+    pub fn reset_peak() -> Option<u64> {
+        std::fs::write("/proc/self/clear_refs", "5").ok()?;
+        read_kb("VmRSS:")
+    }
+
+    pub fn peak_above(baseline: Option<u64>) -> Option<f64> {
+        let peak = read_kb("VmHWM:")?;
+        Some(peak.saturating_sub(baseline?) as f64 / 1024.0)
+    }
+}

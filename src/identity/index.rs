@@ -1,0 +1,994 @@
+//! The linking index: records' features, blocks, the kept comparisons, and the clusters.
+//! [`LinkIndex::build`] links everything; [`LinkIndex::apply`] re-links what changes touch.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::compare::{GivenLevel, compare, given_level};
+use super::features::{BlockKey, Features, block_keys};
+use super::{
+    Candidate, Cluster, InputRecord, Link, MatchConfig, Member, NotLinked, RecordRef, Resolution,
+    Rule, Veto,
+};
+use crate::source::kind::SourceKind;
+
+/// Counts describing a link run (no personal data).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub records: usize,
+    pub clusters: usize,
+    pub blocks: usize,
+    /// Blocks skipped for needing more than `max_block_pairs` comparisons.
+    pub oversized_blocks: usize,
+    /// Pairs compared by the last build or update.
+    pub compared_pairs: u64,
+    /// Comparisons kept (links, runners-up, review and conflicts).
+    pub kept_pairs: usize,
+}
+
+/// A record changed upstream.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Added or changed.
+    Upsert(InputRecord),
+    Removed(RecordRef),
+}
+
+/// What an update recomputed. Replace everything previously stored for `affected` records
+/// (their links and the review pairs touching them) with `clusters` and `review`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    /// Every record whose cluster was recomputed, removed ones included, in record order.
+    pub affected: Vec<RecordRef>,
+    /// The clusters of the affected records that still exist.
+    pub clusters: Vec<Cluster>,
+    /// Review pairs with at least one affected record.
+    pub review: Vec<Candidate>,
+    /// Records compared again (changed ones, and members of blocks that crossed the size cap).
+    pub rescored: usize,
+    pub compared_pairs: u64,
+}
+
+/// A kept comparison, stored on both records.
+#[derive(Debug, Clone, Copy)]
+struct Edge {
+    other: u32,
+    score: f64,
+    rule: Option<Rule>,
+    veto: Option<Veto>,
+    strong: bool,
+    shares_identifier: bool,
+}
+
+struct Slot {
+    record: RecordRef,
+    kind: SourceKind,
+    /// Hash of the reference: orders ties independently of input order.
+    order: u64,
+    features: Features,
+    keys: Vec<BlockKey>,
+    edges: Vec<Edge>,
+    /// The anchor slot of the record's cluster.
+    cluster: u32,
+    /// How the record joined its cluster (rule, score, via slot).
+    link: Option<(Rule, f64, u32)>,
+    /// Eligible links refused at cluster level.
+    refused: Vec<(u32, NotLinked)>,
+}
+
+/// The linking state: rebuild it with [`LinkIndex::build`] from the stored canonical values,
+/// then keep it up to date with [`LinkIndex::apply`].
+pub struct LinkIndex {
+    config: MatchConfig,
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+    by_ref: HashMap<RecordRef, u32>,
+    blocks: HashMap<u64, Vec<u32>>,
+    oversized: HashSet<u64>,
+    compared_pairs: u64,
+}
+
+/// Links `records` from scratch.
+pub fn resolve(config: &MatchConfig, records: Vec<InputRecord>) -> Resolution {
+    LinkIndex::build(config.clone(), records).resolution()
+}
+
+fn order_of(record: &RecordRef) -> u64 {
+    let mut buf = Vec::with_capacity(record.source.len() + record.external_id.len() + 1);
+    buf.extend_from_slice(record.source.as_bytes());
+    buf.push(0x1f);
+    buf.extend_from_slice(record.external_id.as_bytes());
+    xxh3_64(&buf)
+}
+
+/// Comparisons a block of `n` records needs, `probes` of them without a birth date.
+fn block_pairs(kind_needs_missing_dob: bool, n: u64, probes: u64) -> u64 {
+    if kind_needs_missing_dob {
+        probes * n.saturating_sub(1)
+    } else {
+        n * n.saturating_sub(1) / 2
+    }
+}
+
+impl LinkIndex {
+    /// Links every record. Duplicated references: the last one wins.
+    pub fn build(config: MatchConfig, records: Vec<InputRecord>) -> LinkIndex {
+        let mut latest: HashMap<RecordRef, usize> = HashMap::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            latest.insert(r.record.clone(), i);
+        }
+        let mut records: Vec<InputRecord> = records
+            .into_iter()
+            .enumerate()
+            .filter(|(i, r)| latest.get(&r.record) == Some(i))
+            .map(|(_, r)| r)
+            .collect();
+        records.sort_by(|a, b| a.record.cmp(&b.record));
+        let slots = parallel_map(&records, |r| {
+            let features = Features::from_values(&r.values);
+            let keys = block_keys(&features);
+            (features, keys)
+        });
+        let mut index = LinkIndex {
+            config,
+            slots: Vec::with_capacity(records.len()),
+            free: Vec::new(),
+            by_ref: HashMap::with_capacity(records.len()),
+            blocks: HashMap::new(),
+            oversized: HashSet::new(),
+            compared_pairs: 0,
+        };
+        for (r, (features, keys)) in records.into_iter().zip(slots) {
+            let id = index.slots.len() as u32;
+            for k in &keys {
+                index.blocks.entry(k.hash).or_default().push(id);
+            }
+            index.by_ref.insert(r.record.clone(), id);
+            index.slots.push(Some(Slot {
+                order: order_of(&r.record),
+                record: r.record,
+                kind: r.kind,
+                features,
+                keys,
+                edges: Vec::new(),
+                cluster: id,
+                link: None,
+                refused: Vec::new(),
+            }));
+        }
+        let keys: Vec<(u64, bool)> = index
+            .slots
+            .iter()
+            .flatten()
+            .flat_map(|s| s.keys.iter())
+            .map(|k| (k.hash, k.kind.needs_missing_birth_date()))
+            .collect::<HashMap<_, _>>()
+            .into_iter()
+            .collect();
+        for (hash, filtered) in keys {
+            if index.block_size_pairs(hash, filtered) > index.config.max_block_pairs {
+                index.oversized.insert(hash);
+            }
+        }
+        index.score_all_blocks();
+        let all: Vec<u32> = (0..index.slots.len() as u32).collect();
+        index.recluster(&all);
+        index
+    }
+
+    fn slot(&self, id: u32) -> Option<&Slot> {
+        self.slots.get(id as usize).and_then(Option::as_ref)
+    }
+
+    fn slot_mut(&mut self, id: u32) -> Option<&mut Slot> {
+        self.slots.get_mut(id as usize).and_then(Option::as_mut)
+    }
+
+    fn block_size_pairs(&self, hash: u64, filtered: bool) -> u64 {
+        let members = self.blocks.get(&hash).map_or(&[][..], Vec::as_slice);
+        let probes = members
+            .iter()
+            .filter(|m| {
+                self.slot(**m)
+                    .is_some_and(|s| s.features.birth_date.is_none())
+            })
+            .count();
+        block_pairs(filtered, members.len() as u64, probes as u64)
+    }
+
+    /// The key a pair is compared under: the smallest shared key whose block is not oversized
+    /// and that admits the pair. Comparing each pair once, under this key, makes the set of
+    /// compared pairs independent of the order blocks are visited in.
+    fn first_admitting_key(&self, a: &Slot, b: &Slot) -> Option<u64> {
+        let (mut i, mut j) = (0, 0);
+        while i < a.keys.len() && j < b.keys.len() {
+            match a.keys[i].hash.cmp(&b.keys[j].hash) {
+                Ordering::Less => i += 1,
+                Ordering::Greater => j += 1,
+                Ordering::Equal => {
+                    let k = a.keys[i];
+                    let admits = !k.kind.needs_missing_birth_date()
+                        || a.features.birth_date.is_none()
+                        || b.features.birth_date.is_none();
+                    if admits && !self.oversized.contains(&k.hash) {
+                        return Some(k.hash);
+                    }
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        None
+    }
+
+    /// Compares `a` and `b` if `key` is the key they are compared under.
+    fn compare_under(&self, key: u64, a: u32, b: u32) -> Option<Option<Edge>> {
+        let (sa, sb) = (self.slot(a)?, self.slot(b)?);
+        if self.first_admitting_key(sa, sb) != Some(key) {
+            return None;
+        }
+        let c = compare(&self.config, &sa.features, &sb.features);
+        let keep = c.rule.is_some()
+            || (c.veto.is_none() && c.score >= self.config.candidate_min_score)
+            || (c.veto.is_some()
+                && (c.shares_identifier || c.score >= self.config.review_threshold));
+        Some(keep.then_some(Edge {
+            other: b,
+            score: c.score,
+            rule: c.rule,
+            veto: c.veto,
+            strong: c.strong,
+            shares_identifier: c.shares_identifier,
+        }))
+    }
+
+    /// The pairs of one block to compare: all pairs, or pairs with a side lacking a birth date.
+    fn block_pairs_of(&self, key: BlockKey, members: &[u32], mut visit: impl FnMut(u32, u32)) {
+        let lacks = |m: u32| {
+            self.slot(m)
+                .is_some_and(|s| s.features.birth_date.is_none())
+        };
+        if key.kind.needs_missing_birth_date() {
+            for (i, &a) in members.iter().enumerate() {
+                if !lacks(a) {
+                    continue;
+                }
+                for (j, &b) in members.iter().enumerate() {
+                    // A pair of two probes is visited once, from the first.
+                    if i != j && !(lacks(b) && j < i) {
+                        visit(a, b);
+                    }
+                }
+            }
+        } else {
+            for (i, &a) in members.iter().enumerate() {
+                for &b in &members[i + 1..] {
+                    visit(a, b);
+                }
+            }
+        }
+    }
+
+    fn score_all_blocks(&mut self) {
+        let mut work: Vec<(BlockKey, &[u32])> = Vec::new();
+        let mut kinds: HashMap<u64, BlockKey> = HashMap::new();
+        for s in self.slots.iter().flatten() {
+            for k in &s.keys {
+                kinds.entry(k.hash).or_insert(*k);
+            }
+        }
+        for (hash, members) in &self.blocks {
+            if members.len() > 1
+                && !self.oversized.contains(hash)
+                && let Some(k) = kinds.get(hash)
+            {
+                work.push((*k, members.as_slice()));
+            }
+        }
+        work.sort_unstable_by_key(|(k, _)| k.hash);
+        let this = &*self;
+        let results = parallel_map(&work, |(key, members)| {
+            let mut edges = Vec::new();
+            let mut compared = 0u64;
+            this.block_pairs_of(*key, members, |a, b| {
+                if let Some(edge) = this.compare_under(key.hash, a, b) {
+                    compared += 1;
+                    if let Some(e) = edge {
+                        edges.push((a, e));
+                    }
+                }
+            });
+            (edges, compared)
+        });
+        let mut compared = 0;
+        let mut all_edges = Vec::new();
+        for (edges, n) in results {
+            compared += n;
+            all_edges.extend(edges);
+        }
+        self.compared_pairs = compared;
+        for (a, e) in all_edges {
+            self.add_edge(a, e);
+        }
+    }
+
+    fn add_edge(&mut self, a: u32, e: Edge) {
+        let b = e.other;
+        if let Some(s) = self.slot_mut(a) {
+            s.edges.push(e);
+        }
+        if let Some(s) = self.slot_mut(b) {
+            s.edges.push(Edge { other: a, ..e });
+        }
+    }
+
+    fn remove_edges_of(&mut self, id: u32) {
+        let edges = self
+            .slot_mut(id)
+            .map(|s| std::mem::take(&mut s.edges))
+            .unwrap_or_default();
+        for e in edges {
+            if let Some(other) = self.slot_mut(e.other) {
+                other.edges.retain(|x| x.other != id);
+            }
+        }
+    }
+
+    fn eligible(&self, e: &Edge) -> bool {
+        e.veto.is_none()
+            && (e.rule.is_some() || (e.strong && e.score >= self.config.link_threshold))
+    }
+
+    /// Records connected to `start` by links that could be made.
+    fn component(&self, start: u32, into: &mut BTreeSet<u32>) {
+        if self.slot(start).is_none() || !into.insert(start) {
+            return;
+        }
+        let mut stack = vec![start];
+        while let Some(id) = stack.pop() {
+            if let Some(s) = self.slot(id) {
+                for e in s.edges.iter().filter(|e| self.eligible(e)) {
+                    if self.slot(e.other).is_some() && into.insert(e.other) {
+                        stack.push(e.other);
+                    }
+                }
+            }
+        }
+    }
+
+    fn tie_key(&self, id: u32) -> (u64, Option<&RecordRef>) {
+        self.slot(id).map_or((u64::MAX, None), |s| (s.order, Some(&s.record)))
+    }
+
+    /// Greedy clustering of `members`, a union of whole components.
+    fn recluster(&mut self, members: &[u32]) {
+        let live: Vec<u32> = members
+            .iter()
+            .copied()
+            .filter(|m| self.slot(*m).is_some())
+            .collect();
+        let local: HashMap<u32, usize> = live.iter().enumerate().map(|(i, m)| (*m, i)).collect();
+        let mut edges: Vec<(u32, Edge)> = Vec::new();
+        for &a in &live {
+            if let Some(s) = self.slot(a) {
+                for e in &s.edges {
+                    if a < e.other && self.eligible(e) && local.contains_key(&e.other) {
+                        edges.push((a, *e));
+                    }
+                }
+            }
+        }
+        let priority = |r: Option<Rule>| r.unwrap_or(Rule::Probabilistic);
+        edges.sort_by(|(a1, e1), (a2, e2)| {
+            let pair = |a: u32, b: u32| {
+                let (x, y) = (self.tie_key(a), self.tie_key(b));
+                if x <= y { (x, y) } else { (y, x) }
+            };
+            priority(e1.rule)
+                .cmp(&priority(e2.rule))
+                .then(e2.score.total_cmp(&e1.score))
+                .then_with(|| pair(*a1, e1.other).cmp(&pair(*a2, e2.other)))
+        });
+
+        let mut uf = UnionFind::new(live.len());
+        let mut summary: Vec<ClusterSummary> = live
+            .iter()
+            .map(|m| ClusterSummary::of(*m, self.slot(*m).map(|s| &s.features)))
+            .collect();
+        let mut accepted: Vec<Vec<(u32, Rule, f64)>> = vec![Vec::new(); live.len()];
+        let mut refused: Vec<(u32, u32, NotLinked)> = Vec::new();
+        for (a, e) in &edges {
+            let (Some(&la), Some(&lb)) = (local.get(a), local.get(&e.other)) else {
+                continue;
+            };
+            let (ra, rb) = (uf.find(la), uf.find(lb));
+            if ra == rb {
+                continue;
+            }
+            if let Some(reason) = self.cluster_conflict(&summary[ra], &summary[rb]) {
+                refused.push((*a, e.other, reason));
+                continue;
+            }
+            let root = uf.union(ra, rb);
+            let other = if root == ra { rb } else { ra };
+            let moved = std::mem::take(&mut summary[other]);
+            summary[root].absorb(moved);
+            let rule = e.rule.unwrap_or(Rule::Probabilistic);
+            accepted[la].push((e.other, rule, e.score));
+            accepted[lb].push((*a, rule, e.score));
+        }
+
+        // Anchor = smallest record; each other record links through its tree parent.
+        let mut groups: HashMap<usize, Vec<u32>> = HashMap::new();
+        for (i, m) in live.iter().enumerate() {
+            groups.entry(uf.find(i)).or_default().push(*m);
+        }
+        for &m in &live {
+            if let Some(s) = self.slot_mut(m) {
+                s.refused.clear();
+            }
+        }
+        for (a, b, reason) in refused {
+            if let Some(s) = self.slot_mut(a) {
+                s.refused.push((b, reason));
+            }
+            if let Some(s) = self.slot_mut(b) {
+                s.refused.push((a, reason));
+            }
+        }
+        for group in groups.into_values() {
+            let Some(anchor) = group
+                .iter()
+                .copied()
+                .min_by(|x, y| self.record_of(*x).cmp(&self.record_of(*y)))
+            else {
+                continue;
+            };
+            let mut links: HashMap<u32, Option<(Rule, f64, u32)>> = HashMap::new();
+            links.insert(anchor, None);
+            let mut queue = std::collections::VecDeque::from([anchor]);
+            while let Some(x) = queue.pop_front() {
+                let Some(&lx) = local.get(&x) else { continue };
+                for &(y, rule, score) in &accepted[lx] {
+                    if let std::collections::hash_map::Entry::Vacant(v) = links.entry(y) {
+                        v.insert(Some((rule, score, x)));
+                        queue.push_back(y);
+                    }
+                }
+            }
+            for m in group {
+                let link = links.get(&m).copied().flatten();
+                if let Some(s) = self.slot_mut(m) {
+                    s.cluster = anchor;
+                    s.link = link;
+                }
+            }
+        }
+    }
+
+    fn record_of(&self, id: u32) -> Option<&RecordRef> {
+        self.slot(id).map(|s| &s.record)
+    }
+
+    /// A veto between any two records of two clusters, or a size limit.
+    fn cluster_conflict(&self, a: &ClusterSummary, b: &ClusterSummary) -> Option<NotLinked> {
+        let differ = |x: &Option<_>, y: &Option<_>| matches!((x, y), (Some(p), Some(q)) if p != q);
+        if a.conflicted_nhs || b.conflicted_nhs || differ(&a.nhs, &b.nhs) {
+            return Some(NotLinked::ClusterConflict(Veto::NhsNumber));
+        }
+        if differ(&a.birth_date, &b.birth_date) {
+            return Some(NotLinked::ClusterConflict(Veto::BirthDate));
+        }
+        if differ(&a.gender, &b.gender) {
+            return Some(NotLinked::ClusterConflict(Veto::Gender));
+        }
+        if a.members.len() + b.members.len() > self.config.max_cluster_size {
+            return Some(NotLinked::ClusterTooLarge);
+        }
+        for x in &a.members {
+            for y in &b.members {
+                if let (Some(sx), Some(sy)) = (self.slot(*x), self.slot(*y))
+                    && given_level(&sx.features, &sy.features) == Some(GivenLevel::Differ)
+                {
+                    return Some(NotLinked::ClusterConflict(Veto::GivenName));
+                }
+            }
+        }
+        None
+    }
+
+    /// Applies changes and re-links the records they touch: the changed records' link-graph
+    /// components before and after, which is exactly what a full re-link would recompute.
+    pub fn apply(&mut self, changes: Vec<Change>) -> Update {
+        // Last change per record wins.
+        let mut latest: HashMap<RecordRef, usize> = HashMap::new();
+        for (i, c) in changes.iter().enumerate() {
+            let r = match c {
+                Change::Upsert(r) => &r.record,
+                Change::Removed(r) => r,
+            };
+            latest.insert(r.clone(), i);
+        }
+        struct Planned {
+            record: RecordRef,
+            existing: Option<u32>,
+            new: Option<(SourceKind, Features, Vec<BlockKey>)>,
+        }
+        let mut planned: Vec<Planned> = Vec::new();
+        for (i, c) in changes.into_iter().enumerate() {
+            let (record, new) = match c {
+                Change::Upsert(r) => {
+                    let f = Features::from_values(&r.values);
+                    let k = block_keys(&f);
+                    (r.record, Some((r.kind, f, k)))
+                }
+                Change::Removed(r) => (r, None),
+            };
+            if latest.get(&record) != Some(&i) {
+                continue;
+            }
+            let existing = self.by_ref.get(&record).copied();
+            planned.push(Planned {
+                record,
+                existing,
+                new,
+            });
+        }
+        planned.sort_by(|a, b| a.record.cmp(&b.record));
+
+        // Blocks whose size crosses the cap: all their members are compared again.
+        let mut delta: HashMap<u64, (bool, i64, i64)> = HashMap::new();
+        for p in &planned {
+            if let Some(s) = p.existing.and_then(|id| self.slot(id)) {
+                let lacks = i64::from(s.features.birth_date.is_none());
+                for k in &s.keys {
+                    let d = delta
+                        .entry(k.hash)
+                        .or_insert((k.kind.needs_missing_birth_date(), 0, 0));
+                    d.1 -= 1;
+                    d.2 -= lacks;
+                }
+            }
+            if let Some((_, f, keys)) = &p.new {
+                let lacks = i64::from(f.birth_date.is_none());
+                for k in keys {
+                    let d = delta
+                        .entry(k.hash)
+                        .or_insert((k.kind.needs_missing_birth_date(), 0, 0));
+                    d.1 += 1;
+                    d.2 += lacks;
+                }
+            }
+        }
+        let mut flips: Vec<(u64, bool)> = Vec::new();
+        let mut rescore: BTreeSet<u32> = planned.iter().filter_map(|p| p.existing).collect();
+        for (hash, (filtered, dn, dp)) in &delta {
+            let members = self.blocks.get(hash).map_or(&[][..], Vec::as_slice);
+            let probes = members
+                .iter()
+                .filter(|m| {
+                    self.slot(**m)
+                        .is_some_and(|s| s.features.birth_date.is_none())
+                })
+                .count() as i64;
+            let n_after = (members.len() as i64 + dn).max(0) as u64;
+            let p_after = (probes + dp).max(0) as u64;
+            let over_after = block_pairs(*filtered, n_after, p_after) > self.config.max_block_pairs;
+            if over_after != self.oversized.contains(hash) {
+                flips.push((*hash, over_after));
+                rescore.extend(members.iter().copied());
+            }
+        }
+
+        // Components before the change.
+        let mut affected: BTreeSet<u32> = BTreeSet::new();
+        for &id in &rescore {
+            self.component(id, &mut affected);
+            // A record's cluster is within its component; include it even if edges vanished.
+            if let Some(anchor) = self.slot(id).map(|s| s.cluster) {
+                self.component(anchor, &mut affected);
+            }
+        }
+        let mut affected_refs: BTreeSet<RecordRef> = affected
+            .iter()
+            .filter_map(|id| self.record_of(*id).cloned())
+            .collect();
+        for &id in &rescore {
+            self.remove_edges_of(id);
+        }
+
+        // Apply the changes.
+        for p in planned {
+            affected_refs.insert(p.record.clone());
+            if let Some(id) = p.existing {
+                self.unblock(id);
+            }
+            match (p.existing, p.new) {
+                (Some(id), Some((kind, features, keys))) => {
+                    self.block(id, &keys);
+                    if let Some(s) = self.slot_mut(id) {
+                        s.kind = kind;
+                        s.features = features;
+                        s.keys = keys;
+                    }
+                }
+                (None, Some((kind, features, keys))) => {
+                    let id = self.free.pop().unwrap_or(self.slots.len() as u32);
+                    let slot = Slot {
+                        order: order_of(&p.record),
+                        record: p.record.clone(),
+                        kind,
+                        features,
+                        keys,
+                        edges: Vec::new(),
+                        cluster: id,
+                        link: None,
+                        refused: Vec::new(),
+                    };
+                    let keys = slot.keys.clone();
+                    if (id as usize) < self.slots.len() {
+                        self.slots[id as usize] = Some(slot);
+                    } else {
+                        self.slots.push(Some(slot));
+                    }
+                    self.block(id, &keys);
+                    self.by_ref.insert(p.record, id);
+                    rescore.insert(id);
+                }
+                (Some(id), None) => {
+                    self.slots[id as usize] = None;
+                    self.free.push(id);
+                    self.by_ref.remove(&p.record);
+                    rescore.remove(&id);
+                }
+                (None, None) => {}
+            }
+        }
+        for (hash, over) in flips {
+            if over {
+                self.oversized.insert(hash);
+            } else {
+                self.oversized.remove(&hash);
+            }
+        }
+
+        // Compare the re-scored records with their blocks.
+        let mut compared = 0u64;
+        let mut new_edges: Vec<(u32, Edge)> = Vec::new();
+        for &r in &rescore {
+            let Some(s) = self.slot(r) else { continue };
+            for key in &s.keys {
+                if self.oversized.contains(&key.hash) {
+                    continue;
+                }
+                let members = self.blocks.get(&key.hash).map_or(&[][..], Vec::as_slice);
+                for &m in members {
+                    if m == r || (m < r && rescore.contains(&m)) {
+                        continue;
+                    }
+                    if let Some(edge) = self.compare_under(key.hash, r, m) {
+                        compared += 1;
+                        if let Some(e) = edge {
+                            new_edges.push((r, e));
+                        }
+                    }
+                }
+            }
+        }
+        for (a, e) in new_edges {
+            self.add_edge(a, e);
+        }
+
+        // Components after the change, then re-cluster the union.
+        for &id in &rescore {
+            self.component(id, &mut affected);
+        }
+        let affected_live: Vec<u32> = affected
+            .iter()
+            .copied()
+            .filter(|id| self.slot(*id).is_some())
+            .collect();
+        for id in &affected_live {
+            if let Some(r) = self.record_of(*id) {
+                affected_refs.insert(r.clone());
+            }
+        }
+        self.recluster(&affected_live);
+        self.compared_pairs = compared;
+
+        let anchors: BTreeSet<u32> = affected_live
+            .iter()
+            .filter_map(|id| self.slot(*id).map(|s| s.cluster))
+            .collect();
+        let member_set: HashSet<u32> = affected_live.iter().copied().collect();
+        let clusters = self.clusters_of(&anchors);
+        let review = self.review_pairs(|a, b| member_set.contains(&a) || member_set.contains(&b));
+        Update {
+            affected: affected_refs.into_iter().collect(),
+            clusters,
+            review,
+            rescored: rescore.len(),
+            compared_pairs: compared,
+        }
+    }
+
+    fn block(&mut self, id: u32, keys: &[BlockKey]) {
+        for k in keys {
+            self.blocks.entry(k.hash).or_default().push(id);
+        }
+    }
+
+    fn unblock(&mut self, id: u32) {
+        let keys = self.slot(id).map(|s| s.keys.clone()).unwrap_or_default();
+        for k in keys {
+            if let Some(members) = self.blocks.get_mut(&k.hash) {
+                members.retain(|m| *m != id);
+                if members.is_empty() {
+                    self.blocks.remove(&k.hash);
+                }
+            }
+        }
+    }
+
+    /// Why a kept, unlinked pair is not linked.
+    fn reason(&self, a: u32, e: &Edge) -> NotLinked {
+        if let Some(r) = self
+            .slot(a)
+            .and_then(|s| s.refused.iter().find(|(o, _)| *o == e.other))
+        {
+            return r.1;
+        }
+        match e.veto {
+            Some(v) => NotLinked::Veto(v),
+            None if e.score >= self.config.link_threshold && !e.strong => {
+                NotLinked::NoPersonalIdentifier
+            }
+            None => NotLinked::BelowThreshold,
+        }
+    }
+
+    fn candidate(&self, a: u32, e: &Edge) -> Option<Candidate> {
+        Some(Candidate {
+            record: self.record_of(a)?.clone(),
+            other: self.record_of(e.other)?.clone(),
+            score: e.score,
+            reason: self.reason(a, e),
+        })
+    }
+
+    fn clusters_of(&self, anchors: &BTreeSet<u32>) -> Vec<Cluster> {
+        let mut members: HashMap<u32, Vec<u32>> = HashMap::new();
+        let wanted: HashSet<u32> = anchors.iter().copied().collect();
+        // Members of the wanted clusters: the anchors' components hold them all.
+        let mut seen = BTreeSet::new();
+        for &a in anchors {
+            self.component(a, &mut seen);
+        }
+        for id in seen {
+            if let Some(s) = self.slot(id)
+                && wanted.contains(&s.cluster)
+            {
+                members.entry(s.cluster).or_default().push(id);
+            }
+        }
+        let mut out: Vec<Cluster> = members
+            .into_values()
+            .map(|ids| self.cluster_view(ids))
+            .collect();
+        out.sort_by(|a, b| a.members[0].record.cmp(&b.members[0].record));
+        out
+    }
+
+    fn cluster_view(&self, mut ids: Vec<u32>) -> Cluster {
+        ids.sort_by(|x, y| self.record_of(*x).cmp(&self.record_of(*y)));
+        let members: Vec<Member> = ids
+            .iter()
+            .filter_map(|id| {
+                let s = self.slot(*id)?;
+                Some(Member {
+                    record: s.record.clone(),
+                    kind: s.kind,
+                    link: s.link.and_then(|(rule, score, via)| {
+                        Some(Link {
+                            rule,
+                            score,
+                            via: self.record_of(via)?.clone(),
+                        })
+                    }),
+                })
+            })
+            .collect();
+        let mut runners_up: Vec<Candidate> = Vec::new();
+        for id in &ids {
+            let Some(s) = self.slot(*id) else { continue };
+            for e in &s.edges {
+                let outside = self.slot(e.other).is_some_and(|o| o.cluster != s.cluster);
+                if outside && let Some(c) = self.candidate(*id, e) {
+                    runners_up.push(c);
+                }
+            }
+        }
+        runners_up.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| (&a.record, &a.other).cmp(&(&b.record, &b.other)))
+        });
+        runners_up.truncate(self.config.runner_up_limit);
+        Cluster {
+            members,
+            runners_up,
+        }
+    }
+
+    /// Unlinked pairs across clusters worth a look, filtered by `keep(a, b)`.
+    fn review_pairs(&self, keep: impl Fn(u32, u32) -> bool) -> Vec<Candidate> {
+        let mut out = Vec::new();
+        for (a, s) in self.slots.iter().enumerate() {
+            let Some(s) = s else { continue };
+            let a = a as u32;
+            for e in &s.edges {
+                let Some(o) = self.slot(e.other) else { continue };
+                if o.cluster == s.cluster || !keep(a, e.other) {
+                    continue;
+                }
+                // Each pair once, from its smaller record.
+                if s.record > o.record {
+                    continue;
+                }
+                let reason = self.reason(a, e);
+                let listed = match reason {
+                    NotLinked::ClusterConflict(_) | NotLinked::ClusterTooLarge => true,
+                    NotLinked::Veto(_) => e.shares_identifier,
+                    _ => e.score >= self.config.review_threshold,
+                };
+                if listed && let Some(c) = self.candidate(a, e) {
+                    out.push(c);
+                }
+            }
+        }
+        out.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| (&a.record, &a.other).cmp(&(&b.record, &b.other)))
+        });
+        out
+    }
+
+    /// The whole current result.
+    pub fn resolution(&self) -> Resolution {
+        let mut groups: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (id, s) in self.slots.iter().enumerate() {
+            if let Some(s) = s {
+                groups.entry(s.cluster).or_default().push(id as u32);
+            }
+        }
+        let mut clusters: Vec<Cluster> = groups
+            .into_values()
+            .map(|ids| self.cluster_view(ids))
+            .collect();
+        clusters.sort_by(|a, b| a.members[0].record.cmp(&b.members[0].record));
+        let review = self.review_pairs(|_, _| true);
+        Resolution {
+            stats: self.stats(clusters.len()),
+            clusters,
+            review,
+        }
+    }
+
+    fn stats(&self, clusters: usize) -> LinkStats {
+        LinkStats {
+            records: self.by_ref.len(),
+            clusters,
+            blocks: self.blocks.len(),
+            oversized_blocks: self.oversized.len(),
+            compared_pairs: self.compared_pairs,
+            kept_pairs: self.slots.iter().flatten().map(|s| s.edges.len()).sum::<usize>() / 2,
+        }
+    }
+
+    /// Counts only (cheap): records, clusters, blocks, comparisons of the last run.
+    pub fn link_stats(&self) -> LinkStats {
+        let clusters = self
+            .slots
+            .iter()
+            .flatten()
+            .map(|s| s.cluster)
+            .collect::<HashSet<_>>()
+            .len();
+        self.stats(clusters)
+    }
+
+    pub fn config(&self) -> &MatchConfig {
+        &self.config
+    }
+}
+
+/// What a cluster holds that a merge must not contradict.
+#[derive(Default)]
+struct ClusterSummary {
+    members: Vec<u32>,
+    nhs: Option<String>,
+    /// Two different NHS numbers already (impossible through links; kept for safety).
+    conflicted_nhs: bool,
+    birth_date: Option<chrono::NaiveDate>,
+    gender: Option<crate::model::Gender>,
+}
+
+impl ClusterSummary {
+    fn of(id: u32, f: Option<&Features>) -> Self {
+        ClusterSummary {
+            members: vec![id],
+            nhs: f.and_then(|f| f.nhs.clone()),
+            conflicted_nhs: false,
+            birth_date: f.and_then(|f| f.birth_date),
+            gender: f.and_then(|f| f.gender),
+        }
+    }
+
+    fn absorb(&mut self, other: ClusterSummary) {
+        self.members.extend(other.members);
+        if let (Some(a), Some(b)) = (&self.nhs, &other.nhs) {
+            self.conflicted_nhs |= a != b;
+        }
+        self.nhs = self.nhs.take().or(other.nhs);
+        self.conflicted_nhs |= other.conflicted_nhs;
+        self.birth_date = self.birth_date.or(other.birth_date);
+        self.gender = self.gender.or(other.gender);
+    }
+}
+
+struct UnionFind {
+    parent: Vec<usize>,
+    size: Vec<usize>,
+}
+
+impl UnionFind {
+    fn new(n: usize) -> Self {
+        UnionFind {
+            parent: (0..n).collect(),
+            size: vec![1; n],
+        }
+    }
+
+    fn find(&mut self, mut x: usize) -> usize {
+        while self.parent[x] != x {
+            self.parent[x] = self.parent[self.parent[x]];
+            x = self.parent[x];
+        }
+        x
+    }
+
+    /// Joins two roots; returns the new root.
+    fn union(&mut self, a: usize, b: usize) -> usize {
+        let (big, small) = if self.size[a] >= self.size[b] {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        self.parent[small] = big;
+        self.size[big] += self.size[small];
+        big
+    }
+}
+
+/// `f` over `items` on both cores, results in order.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    const THREADS: usize = 2;
+    if items.len() < 1024 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(THREADS);
+    std::thread::scope(|scope| {
+        let f = &f;
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
