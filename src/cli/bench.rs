@@ -87,7 +87,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let rate = if documented { None } else { Some("1000000/1s") };
     let config = super::demo::simulator_config(&sims, &store_path, rate, "")?;
     let store = Store::open(&config.store_path)?;
-    let pipeline = Pipeline::new(config.clone(), &store);
+    let pipeline = Pipeline::new(config.clone(), &store)?;
     let mut report = Report {
         people: args.people,
         limits: format!("{:?}", args.limits).to_lowercase(),
@@ -306,6 +306,7 @@ async fn stage_limits(
                     kind: "carehq_service_users",
                     scan_id: 1,
                     records: page,
+                    mapping_hash: None,
                     checkpoint: Some(Checkpoint {
                         scan_id: 1,
                         next_position: None,

@@ -13,7 +13,7 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         config.sources.len()
     );
     let budgets = Budgets::default();
-    let sources = build_sources(config, &[], &budgets)?;
+    let sources = build_sources(config, &[], &budgets, None)?;
     let checks = sources.iter().map(|source| async move {
         let first = Position::first(source.api.paging());
         let spec = source.api.list_request(&first, 1, &Scope::default());

@@ -31,7 +31,7 @@ pub async fn run_pipeline(
     only: Vec<String>,
     progress: Progress,
 ) -> anyhow::Result<Vec<SourceOutcome>> {
-    let pipeline = Pipeline::new(config, store);
+    let pipeline = Pipeline::new(config, store)?;
     pipeline
         .run(&RunOptions {
             mode,

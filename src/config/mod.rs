@@ -161,6 +161,8 @@ impl Default for HttpSettings {
 pub struct Config {
     pub file: PathBuf,
     pub store_path: PathBuf,
+    /// A folder of mapping files replacing the built-in ones (`[mappings] dir`).
+    pub mappings_dir: Option<PathBuf>,
     pub http: HttpSettings,
     /// In name order.
     pub sources: Vec<SourceConfig>,
@@ -226,7 +228,11 @@ pub fn parse(text: &str, file: &Path, env: EnvLookup<'_>) -> Result<Config, Conf
         }
     };
     let folder = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    v.unknown_keys("", &table, &["store", "sources", "http"]);
+    v.unknown_keys("", &table, &["store", "sources", "http", "mappings"]);
+    let mappings_dir = v.table(&table, "mappings").and_then(|m| {
+        v.unknown_keys("mappings", m, &["dir"]);
+        v.string(m, "mappings", "dir").map(|d| folder.join(d))
+    });
 
     let store_path = match v.table(&table, "store") {
         Some(store) => {
@@ -266,6 +272,7 @@ pub fn parse(text: &str, file: &Path, env: EnvLookup<'_>) -> Result<Config, Conf
         Ok(Config {
             file: file.to_path_buf(),
             store_path,
+            mappings_dir,
             http,
             sources,
         })

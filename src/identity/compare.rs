@@ -482,7 +482,7 @@ mod tests {
         // Same NHS number, family name typo.
         check(
             &[(GivenName, "Anna"), (FamilyName, "Murphy"), (NhsNumber, "9434765919")],
-            &[(GivenName, "Anne"), (FamilyName, "Murpy"), (NhsNumber, "943 476 5919")],
+            &[(GivenName, "ANNA"), (FamilyName, "Murpy"), (NhsNumber, "943 476 5919")],
             Some(Rule::NhsNumber),
             None,
         );

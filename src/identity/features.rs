@@ -92,11 +92,6 @@ impl Features {
             postcode: postcode.map(|p| p.as_str().to_owned()),
         }
     }
-
-    /// The first token of the given name (or of the preferred name when there is none).
-    pub fn first_given(&self) -> Option<&str> {
-        self.given.first().map(String::as_str)
-    }
 }
 
 /// What a blocking key is made of. Keys that do not include the birth date only pair a record

@@ -474,7 +474,9 @@ impl LinkIndex {
 
     /// A veto between any two records of two clusters, or a size limit.
     fn cluster_conflict(&self, a: &ClusterSummary, b: &ClusterSummary) -> Option<NotLinked> {
-        let differ = |x: &Option<_>, y: &Option<_>| matches!((x, y), (Some(p), Some(q)) if p != q);
+        fn differ<T: PartialEq>(x: &Option<T>, y: &Option<T>) -> bool {
+            matches!((x, y), (Some(p), Some(q)) if p != q)
+        }
         if a.conflicted_nhs || b.conflicted_nhs || differ(&a.nhs, &b.nhs) {
             return Some(NotLinked::ClusterConflict(Veto::NhsNumber));
         }

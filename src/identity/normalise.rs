@@ -403,7 +403,7 @@ mod tests {
         assert!(e("margaret", "magraret"));
         assert!(e("ann", "anne"));
         assert!(!e("joan", "joanne"));
-        assert!(!e("jean", "joan") && e("jean", "jean"));
+        assert!(e("jean", "joan"), "one substitution: see compare::token_level");
         assert!(!e("stephen", "steven"));
     }
 

@@ -699,8 +699,9 @@ pub fn render(
         kind_tag(kind) * 1000 + copy as u64,
         p.number ^ (seq << 40),
     );
-    let modified_ms = (created_ms + rng.gen_range(0..400) * DAY_MS + rng.gen_range(0..DAY_MS))
-        .min(EPOCH_END_MS.max(created_ms));
+    // Modified some time after creation, never past the end of the generated span.
+    let room = (EPOCH_END_MS - created_ms).clamp(1, 400 * DAY_MS);
+    let modified_ms = created_ms + rng.gen_range(0..room);
     match kind {
         SourceKind::CarehqServiceUsers => {
             carehq_service_user(&mut rng, p, seq, created_ms, modified_ms, locations)
@@ -1371,7 +1372,7 @@ fn marketplace_user(
             String::new()
         } else {
             (0..children)
-                .map(|i| (60 - i * 3).to_string())
+                .map(|i| (p.age_on(reference_day()) - 24 - i as i32 * 3).to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
         },

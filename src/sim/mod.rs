@@ -477,10 +477,15 @@ impl SimState {
                         .to_lowercase()
                         .into(),
                 );
-                if let Some(ms) = parse_carehq_time(&s("modified")) {
+                // Meta keeps sub-second precision; re-read only what the body changed.
+                if carehq_time(meta.modified_ms) != s("modified")
+                    && let Some(ms) = parse_carehq_time(&s("modified"))
+                {
                     meta.modified_ms = ms;
                 }
-                if let Some(ms) = parse_carehq_time(&s("created")) {
+                if carehq_time(meta.created_ms) != s("created")
+                    && let Some(ms) = parse_carehq_time(&s("created"))
+                {
                     meta.created_ms = ms;
                 }
                 meta.suspended = body.get("suspended").is_some_and(|v| !v.is_null());
@@ -490,10 +495,14 @@ impl SimState {
             }
             SourceKind::MarketplaceUsers => {
                 meta.email_lc = Some(s("email").trim().to_lowercase().into());
-                if let Some(ms) = parse_iso(&s("updated")) {
+                if iso_z(meta.modified_ms) != s("updated")
+                    && let Some(ms) = parse_iso(&s("updated"))
+                {
                     meta.modified_ms = ms;
                 }
-                if let Some(ms) = parse_iso(&s("created")) {
+                if iso_z(meta.created_ms) != s("created")
+                    && let Some(ms) = parse_iso(&s("created"))
+                {
                     meta.created_ms = ms;
                 }
             }

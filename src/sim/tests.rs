@@ -307,11 +307,28 @@ async fn carehq_lists_follow_the_docs() {
     .await;
     assert_eq!(body["item_count"], json!(1), "{body}");
     assert_eq!(body["items"][0]["_id"], json!(key));
+    // `modified` shows seconds but is compared with millisecond precision, as MongoDB stores it:
+    // the shown value as a watermark re-reads that second rather than missing later changes.
+    let stored_ms = st
+        .read(SourceKind::CarehqServiceUsers)
+        .get(&key)
+        .map(|r| r.meta.modified_ms)
+        .unwrap_or(0);
+    let expected = if stored_ms % 1000 == 0 { 0 } else { 1 };
     let (_, body) = carehq_get(
         &c,
         &sims,
         "/v1/service-users",
         &[("filters-modified_after", &modified)],
+    )
+    .await;
+    assert_eq!(body["item_count"], json!(expected));
+    let next_second = http_util::carehq_time(stored_ms - stored_ms % 1000 + 1000);
+    let (_, body) = carehq_get(
+        &c,
+        &sims,
+        "/v1/service-users",
+        &[("filters-modified_after", &next_second)],
     )
     .await;
     assert_eq!(body["item_count"], json!(0));
@@ -403,7 +420,13 @@ async fn carehq_writes_follow_the_docs() {
     assert!(stored["postal_address"].is_null());
 
     // Update: partial, signed over the form body, bumps modified.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let modified_ms = |st: &SimState| {
+        st.read(SourceKind::CarehqServiceUsers)
+            .get(&id)
+            .map(|r| r.meta.modified_ms)
+            .unwrap_or(0)
+    };
+    let before_ms = modified_ms(&st);
     let path = format!("/v1/service-users/{id}");
     let r = carehq(
         &c,
@@ -434,7 +457,8 @@ async fn carehq_writes_follow_the_docs() {
     assert_eq!(updated["last_name"], json!("Thompson"));
     assert_eq!(updated["street_address"]["postcode"], json!("NE2 1PA"));
     assert_eq!(updated["street_address"]["town"], json!("Newcastle"));
-    assert!(updated["modified"].as_str() > stored["modified"].as_str());
+    assert!(updated["modified"].as_str() >= stored["modified"].as_str());
+    assert!(modified_ms(&st) > before_ms, "the update bumps modified");
     assert_eq!(st.stats(SourceKind::CarehqServiceUsers).writes, 2);
 
     // Users are read-only.
@@ -1479,5 +1503,94 @@ fn bench_generation_phases() {
             store.len(),
             t.elapsed()
         );
+    }
+}
+
+#[tokio::test]
+async fn options_totals_repeat_pages_and_describe() {
+    let sims = start(SimOptions {
+        marketplace_totals: true,
+        ..opts(120)
+    })
+    .await
+    .expect("start");
+    let st = sims.state();
+    let c = client();
+    let text = sims.describe();
+    for kind in SourceKind::ALL {
+        assert!(
+            text.contains(&format!(
+                "{}{}",
+                sims.base_url(kind),
+                kind.collection_path()
+            )),
+            "{text}"
+        );
+    }
+    let body = json_of(
+        mp(&c, &sims, Method::GET, "/users?page=1&size=5")
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(body["total"], json!(st.count(SourceKind::MarketplaceUsers)));
+    assert_eq!(body["page"], json!(1));
+
+    st.set_faults(FaultConfig {
+        repeat_page: true,
+        ..FaultConfig::default()
+    });
+    let (_, p1) = carehq_get(&c, &sims, "/v1/service-users", &[("page", "1")]).await;
+    let (_, p50) = carehq_get(&c, &sims, "/v1/service-users", &[("page", "50")]).await;
+    assert_eq!(p1["items"], p50["items"]);
+    assert_eq!(p50["page"], json!(50));
+    assert!(p50["page_count"].as_u64().is_some_and(|n| n > 50));
+    let log = st.request_log(SourceKind::CarehqServiceUsers);
+    assert_eq!(log.len(), 2);
+    assert!(log.iter().all(|(_, s)| *s == 200));
+    assert_eq!(st.stats(SourceKind::CarehqServiceUsers).list_requests, 2);
+    sims.shutdown().await;
+}
+
+#[tokio::test]
+async fn fixed_ports_bind_five_consecutive_ports() {
+    // Find a free block by binding an ephemeral port and using the range after it.
+    let probe = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = probe
+        .local_addr()
+        .expect("addr")
+        .port()
+        .saturating_sub(200)
+        .max(20_000);
+    drop(probe);
+    let sims = match start(SimOptions {
+        port: Some(base),
+        ..opts(5)
+    })
+    .await
+    {
+        Ok(s) => s,
+        Err(_) => return, // the range is busy on this machine; nothing to check
+    };
+    for (i, kind) in SourceKind::ALL.into_iter().enumerate() {
+        assert_eq!(
+            sims.base_url(kind),
+            format!("http://127.0.0.1:{}", base + i as u16)
+        );
+    }
+    sims.shutdown().await;
+}
+
+#[test]
+#[ignore]
+fn show_samples() {
+    let s = SimState::generate(opts(40));
+    for kind in SourceKind::ALL {
+        for r in s.records(kind).iter().take(2) {
+            println!("{kind}: {r}");
+        }
     }
 }

@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 
 use crate::config::{Config, SourceConfig};
 use crate::store::StoredRecord;
+use crate::sync::mapping::{KindMapping, Mappings, map_payload};
 use http::{HttpClient, Params, RequestSpec};
 use kind::SourceKind;
 use ratelimit::{Budgets, RateLimiter};
@@ -153,11 +154,30 @@ pub struct Source {
     pub config: SourceConfig,
     pub api: Arc<dyn ListApi>,
     pub http: HttpClient,
+    pub mapping: Option<KindMapping>,
 }
 
 impl Source {
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// Parses a body with `parse` and maps its records, for running off the async workers.
+    pub fn parser(
+        &self,
+        parse: impl Fn(&dyn ListApi, &[u8]) -> Result<Page, String> + Send + Sync + Clone + 'static,
+    ) -> impl Fn(bytes::Bytes) -> Result<Page, String> + Send + Sync + Clone + 'static {
+        let api = self.api.clone();
+        let mapping = self.mapping.clone();
+        move |body| {
+            let mut page = parse(api.as_ref(), &body)?;
+            if let Some(m) = &mapping {
+                for record in &mut page.records {
+                    record.canonical = Some(map_payload(&m.mapping, &record.payload));
+                }
+            }
+            Ok(page)
+        }
     }
 }
 
@@ -177,6 +197,7 @@ pub fn build_sources(
     config: &Config,
     only: &[String],
     budgets: &Budgets,
+    mappings: Option<&Mappings>,
 ) -> anyhow::Result<Vec<Source>> {
     for name in only {
         if config.source(name).is_none() {
@@ -209,6 +230,7 @@ pub fn build_sources(
             Source {
                 config: s.clone(),
                 api: api_for(s.kind),
+                mapping: mappings.and_then(|m| m.for_kind(s.kind)).cloned(),
                 http: HttpClient::new(
                     client.clone(),
                     s.collection_url(),
@@ -255,6 +277,7 @@ pub fn keyed_records(
             external_id,
             payload,
             content_hash,
+            canonical: None,
         });
     }
     (records, problems)

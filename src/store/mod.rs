@@ -12,12 +12,13 @@ use anyhow::{Context, Result};
 use rusqlite::Connection;
 use rusqlite_migration::{M, Migrations};
 
-pub use writer::{Checkpoint, PageCounts, PageWrite, RunCounts, StoredRecord, Writer};
+pub use writer::{Canonical, Checkpoint, PageCounts, PageWrite, RunCounts, StoredRecord, Writer};
 
 static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
-    Migrations::new(vec![M::up(include_str!(
-        "../../schema/0001_extraction.sql"
-    ))])
+    Migrations::new(vec![
+        M::up(include_str!("../../schema/0001_extraction.sql")),
+        M::up(include_str!("../../schema/0002_canonical.sql")),
+    ])
 });
 
 /// Current time as stored everywhere: RFC 3339, UTC, second precision.
@@ -95,5 +96,46 @@ impl Store {
 
     pub fn reader(&self) -> Result<Connection> {
         open_read_only(&self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Field, FieldKind, Table};
+
+    #[test]
+    fn migrations_are_valid() {
+        assert!(MIGRATIONS.validate().is_ok());
+    }
+
+    /// Every canonical field of a person or role table has its column, with a fitting type.
+    #[test]
+    fn the_schema_holds_every_canonical_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("t.db")).unwrap();
+        for field in Field::ALL
+            .iter()
+            .filter(|f| f.table() != Table::SourceRecord)
+        {
+            let table = field.table().as_str();
+            let declared: Option<String> = conn
+                .query_row(
+                    "SELECT type FROM pragma_table_info(?1) WHERE name = ?2",
+                    [table, field.column()],
+                    |r| r.get(0),
+                )
+                .ok();
+            let expected = match field.kind() {
+                FieldKind::Bool | FieldKind::Int | FieldKind::Count => "INTEGER",
+                _ => "TEXT",
+            };
+            assert_eq!(
+                declared.as_deref(),
+                Some(expected),
+                "{table}.{}",
+                field.column()
+            );
+        }
     }
 }

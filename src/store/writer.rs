@@ -14,12 +14,26 @@ use super::now_rfc3339;
 const ROWS_PER_TRANSACTION: usize = 1000;
 const QUEUE_DEPTH: usize = 64;
 
-/// One record as it goes into `source_record`.
+/// One record as it goes into `source_record`, with its canonical form when mapped.
 #[derive(Debug, Clone)]
 pub struct StoredRecord {
     pub external_id: String,
     pub payload: String,
     pub content_hash: String,
+    pub canonical: Option<Canonical>,
+}
+
+/// A record's canonical form, or why it has none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Canonical {
+    Mapped {
+        values_json: String,
+        problems_json: Option<String>,
+    },
+    Failed {
+        code: &'static str,
+        reason: String,
+    },
 }
 
 /// Where a scan has got to, saved with the page it follows.
@@ -39,6 +53,8 @@ pub struct PageWrite {
     pub kind: &'static str,
     pub scan_id: i64,
     pub records: Vec<StoredRecord>,
+    /// The version of the mapping that produced the records' canonical forms.
+    pub mapping_hash: Option<Arc<str>>,
     /// `None` for records read outside the scan's order (lookups of unseen records).
     pub checkpoint: Option<Checkpoint>,
 }
@@ -48,6 +64,9 @@ pub struct PageCounts {
     pub inserted: u64,
     pub updated: u64,
     pub unchanged: u64,
+    /// Canonical rows written (new or changed content, or a new mapping version).
+    pub mapped: u64,
+    pub mapping_failures: u64,
 }
 
 impl PageCounts {
@@ -55,6 +74,8 @@ impl PageCounts {
         self.inserted += other.inserted;
         self.updated += other.updated;
         self.unchanged += other.unchanged;
+        self.mapped += other.mapped;
+        self.mapping_failures += other.mapping_failures;
     }
 }
 
@@ -204,11 +225,65 @@ fn commit_pages(
     }
 }
 
+/// Stores a record's canonical form (or its mapping failure) and queues it for linking.
+fn write_canonical(
+    tx: &rusqlite::Transaction<'_>,
+    page: &PageWrite,
+    record: &StoredRecord,
+    canonical: &Canonical,
+    mapping_hash: &str,
+    now: &str,
+    counts: &mut PageCounts,
+) -> Result<()> {
+    let source: &str = &page.source;
+    match canonical {
+        Canonical::Mapped {
+            values_json,
+            problems_json,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO canonical_record (source, external_id, kind, content_hash, mapping_hash, values_json, problems_json, mapped_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (source, external_id) DO UPDATE SET kind = excluded.kind, content_hash = excluded.content_hash,
+                     mapping_hash = excluded.mapping_hash, values_json = excluded.values_json,
+                     problems_json = excluded.problems_json, mapped_at = excluded.mapped_at",
+            )?
+            .execute(params![source, record.external_id, page.kind, record.content_hash, mapping_hash, values_json, problems_json, now])?;
+            tx.prepare_cached(
+                "DELETE FROM mapping_failure WHERE source = ?1 AND external_id = ?2",
+            )?
+            .execute(params![source, record.external_id])?;
+            counts.mapped += 1;
+        }
+        Canonical::Failed { code, reason } => {
+            tx.prepare_cached(
+                "INSERT INTO mapping_failure (source, external_id, code, reason, mapping_hash, failed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (source, external_id) DO UPDATE SET code = excluded.code, reason = excluded.reason,
+                     mapping_hash = excluded.mapping_hash, failed_at = excluded.failed_at",
+            )?
+            .execute(params![source, record.external_id, code, reason, mapping_hash, now])?;
+            // Its old canonical form no longer describes the record.
+            tx.prepare_cached(
+                "DELETE FROM canonical_record WHERE source = ?1 AND external_id = ?2",
+            )?
+            .execute(params![source, record.external_id])?;
+            counts.mapping_failures += 1;
+        }
+    }
+    tx.prepare_cached("INSERT OR IGNORE INTO relink_queue (source, external_id) VALUES (?1, ?2)")?
+        .execute(params![source, record.external_id])?;
+    Ok(())
+}
+
 fn write_page(tx: &rusqlite::Transaction<'_>, page: &PageWrite, now: &str) -> Result<PageCounts> {
     let mut counts = PageCounts::default();
     let mut lookup = tx.prepare_cached(
-        "SELECT content_hash, seen_scan, deleted_at IS NOT NULL FROM source_record
-         WHERE source = ?1 AND external_id = ?2",
+        "SELECT s.content_hash, s.seen_scan, s.deleted_at IS NOT NULL, COALESCE(c.mapping_hash, f.mapping_hash)
+         FROM source_record s
+         LEFT JOIN canonical_record c ON c.source = s.source AND c.external_id = s.external_id
+         LEFT JOIN mapping_failure f ON f.source = s.source AND f.external_id = s.external_id
+         WHERE s.source = ?1 AND s.external_id = ?2",
     )?;
     let mut insert = tx.prepare_cached(
         "INSERT INTO source_record (source, external_id, kind, payload, content_hash,
@@ -226,12 +301,23 @@ fn write_page(tx: &rusqlite::Transaction<'_>, page: &PageWrite, now: &str) -> Re
     )?;
     let source: &str = &page.source;
     for record in &page.records {
-        let existing: Option<(String, i64, bool)> = lookup
+        let existing: Option<(String, i64, bool, Option<String>)> = lookup
             .query_row(params![source, record.external_id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()?;
-        match existing {
+        let content_changed = existing
+            .as_ref()
+            .is_none_or(|e| e.0 != record.content_hash || e.2);
+        let mapping_changed = existing
+            .as_ref()
+            .is_none_or(|e| e.3.as_deref() != page.mapping_hash.as_deref());
+        if let (Some(canonical), Some(mapping_hash)) = (&record.canonical, &page.mapping_hash) {
+            if content_changed || mapping_changed {
+                write_canonical(tx, page, record, canonical, mapping_hash, now, &mut counts)?;
+            }
+        }
+        match existing.map(|(hash, seen, deleted, _)| (hash, seen, deleted)) {
             None => {
                 insert.execute(params![
                     source,

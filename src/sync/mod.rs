@@ -4,6 +4,7 @@
 //! through the API, hand each page to the store writer with its checkpoint, then close the
 //! scan (marking records a complete full scan no longer returned) and the run.
 
+pub mod mapping;
 pub mod paginate;
 pub mod progress;
 pub mod report;
@@ -86,19 +87,31 @@ pub struct Pipeline {
     pub config: Config,
     pub writer: Writer,
     budgets: Budgets,
+    mappings: mapping::Mappings,
 }
 
 impl Pipeline {
-    pub fn new(config: Config, store: &Store) -> Pipeline {
-        Pipeline {
+    /// Compiles the mappings (a broken mapping file stops here, before any request).
+    pub fn new(config: Config, store: &Store) -> Result<Pipeline> {
+        let mappings = match &config.mappings_dir {
+            Some(dir) => mapping::Mappings::from_dir(dir)?,
+            None => mapping::Mappings::builtin()?,
+        };
+        Ok(Pipeline {
             config,
             writer: store.writer.clone(),
             budgets: Budgets::default(),
-        }
+            mappings,
+        })
     }
 
     pub async fn run(&self, options: &RunOptions) -> Result<Vec<SourceOutcome>> {
-        let sources = build_sources(&self.config, &options.only, &self.budgets)?;
+        let sources = build_sources(
+            &self.config,
+            &options.only,
+            &self.budgets,
+            Some(&self.mappings),
+        )?;
         let concurrency = self.config.http.concurrency;
         let runs = sources.into_iter().map(|source| {
             let bar = options.progress.source(source.name());
@@ -172,6 +185,7 @@ async fn run_source(
         bar: bar.clone(),
         shift: ShiftWatch::default(),
         hold_watermark: false,
+        mapping_hash: source.mapping.as_ref().map(|m| m.hash.clone()),
     };
     let scanned = scan_source(&source, &plan, concurrency, &mut sink).await;
     let committed = sink.settle().await;
@@ -261,6 +275,7 @@ struct StoreSink {
     bar: SourceProgress,
     shift: ShiftWatch,
     hold_watermark: bool,
+    mapping_hash: Option<Arc<str>>,
 }
 
 /// Signs that records were added, removed or re-sorted upstream while we paged: the total
@@ -462,12 +477,9 @@ async fn fetch_and_store(
     let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
     let mut found = 0u64;
     for lookup in source.api.lookups(ids) {
-        let api = source.api.clone();
         let request = lookup.clone();
-        let answer = source
-            .http
-            .execute(&lookup.spec, move |body| api.parse_lookup(&request, &body))
-            .await;
+        let parse = source.parser(move |api, body| api.parse_lookup(&request, body));
+        let answer = source.http.execute(&lookup.spec, parse).await;
         let page = match answer {
             Ok(page) => page,
             Err(crate::source::http::FetchError::Refused { status: 404, .. }) if lookup.single => {
@@ -497,6 +509,7 @@ async fn fetch_and_store(
                 kind: sink.kind,
                 scan_id: sink.scan_id,
                 records,
+                mapping_hash: sink.mapping_hash.clone(),
                 checkpoint: None,
             })
             .await
@@ -563,6 +576,7 @@ impl PageSink for StoreSink {
                 kind: self.kind,
                 scan_id: self.scan_id,
                 records: page.records,
+                mapping_hash: self.mapping_hash.clone(),
                 checkpoint: Some(Checkpoint {
                     scan_id: self.scan_id,
                     next_position: Some(next.to_json()),
@@ -689,6 +703,12 @@ fn close_scan(
     let now = now_rfc3339();
     let saw_everything = full || sweep;
     let deleted = if saw_everything {
+        tx.execute(
+            "INSERT OR IGNORE INTO relink_queue (source, external_id)
+             SELECT source, external_id FROM source_record
+             WHERE source = ?1 AND seen_scan < ?2 AND deleted_at IS NULL",
+            params![source, scan_id],
+        )?;
         tx.execute(
             "UPDATE source_record SET deleted_at = ?3
              WHERE source = ?1 AND seen_scan < ?2 AND deleted_at IS NULL",

@@ -67,15 +67,21 @@ async fn fetch(source: &Source, position: &Position, scope: &Scope) -> Result<Pa
     let spec = source
         .api
         .list_request(position, page_size(source, scope), scope);
-    let api: Arc<dyn ListApi> = source.api.clone();
-    source
-        .http
-        .execute(&spec, move |body| api.parse_page(&body))
-        .await
-        .map_err(|error| ScanError::Fetch {
-            position: position.describe(),
-            error,
-        })
+    let fetched = if scope.ids_only {
+        // Sightings only: nothing to map.
+        let api: Arc<dyn ListApi> = source.api.clone();
+        source
+            .http
+            .execute(&spec, move |body| api.parse_page(&body))
+            .await
+    } else {
+        let parse = source.parser(|api, body| api.parse_page(body));
+        source.http.execute(&spec, parse).await
+    };
+    fetched.map_err(|error| ScanError::Fetch {
+        position: position.describe(),
+        error,
+    })
 }
 
 async fn scan_cursor<S: PageSink + Send>(

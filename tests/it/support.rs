@@ -72,7 +72,7 @@ impl Harness {
     }
 
     pub async fn run_only(&self, mode: Mode, only: Vec<String>) -> Vec<SourceOutcome> {
-        let pipeline = Pipeline::new(self.config.clone(), &self.store);
+        let pipeline = Pipeline::new(self.config.clone(), &self.store).expect("mappings compile");
         pipeline
             .run(&RunOptions {
                 mode,

@@ -1,0 +1,321 @@
+//! Linking the simulator's people, measured against its ground truth; incremental = full.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use super::*;
+use crate::model::{Field, Value};
+use crate::sim::{SimOptions, SimState};
+use crate::transform::compile_dir;
+
+struct Dataset {
+    records: Vec<InputRecord>,
+    truth: HashMap<RecordRef, u64>,
+}
+
+/// Every record of a simulated population, mapped to canonical values, with who is who.
+fn dataset(people: usize, seed: u64) -> Dataset {
+    let state = SimState::generate(SimOptions {
+        people,
+        seed,
+        ..SimOptions::default()
+    });
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+    let mappings = compile_dir(&dir).expect("mappings compile");
+    let truth_raw: HashMap<(SourceKind, String), u64> = state
+        .truth()
+        .into_iter()
+        .map(|(k, key, p)| ((k, key), p))
+        .collect();
+    let mut records = Vec::new();
+    let mut truth = HashMap::new();
+    for kind in SourceKind::ALL {
+        let mapping = mappings
+            .iter()
+            .find(|m| m.source().name() == kind.as_str())
+            .expect("a mapping per kind");
+        for (body, key) in state.records(kind).iter().zip(state.keys(kind)) {
+            let Ok(mapped) = mapping.apply(body) else {
+                continue;
+            };
+            let record = RecordRef::new(kind.as_str(), kind.normalise_external_id(&key));
+            if let Some(p) = truth_raw.get(&(kind, key)) {
+                truth.insert(record.clone(), *p);
+            }
+            records.push(InputRecord {
+                record,
+                kind,
+                values: mapped.values,
+            });
+        }
+    }
+    Dataset { records, truth }
+}
+
+fn report(label: &str, ev: &Evaluation, res: &Resolution, secs: f64) {
+    println!(
+        "{label}: records {} clusters {} true_pairs {} predicted {} correct {} precision {:.5} \
+         recall {:.5} false_merges {} review {} compared {} oversized_blocks {} link_secs {secs:.3}",
+        res.stats.records,
+        res.stats.clusters,
+        ev.true_pairs,
+        ev.predicted_pairs,
+        ev.correct_pairs,
+        ev.precision,
+        ev.recall,
+        ev.false_merge_count,
+        res.review.len(),
+        res.stats.compared_pairs,
+        res.stats.oversized_blocks,
+    );
+}
+
+fn run(people: usize, seed: u64) -> (Evaluation, Resolution, f64) {
+    let data = dataset(people, seed);
+    let started = Instant::now();
+    let res = resolve(&MatchConfig::default(), data.records);
+    let secs = started.elapsed().as_secs_f64();
+    let ev = evaluate(&res.clusters, &data.truth);
+    (ev, res, secs)
+}
+
+#[test]
+fn links_2000_people_against_ground_truth() {
+    let (ev, res, secs) = run(2000, 7);
+    report("2k", &ev, &res, secs);
+    assert_eq!(ev.false_merge_count, 0, "false merges: {}", ev.false_merge_count);
+    assert!(ev.precision >= 0.999, "precision {}", ev.precision);
+    assert!(ev.recall >= 0.98, "recall {}", ev.recall);
+    // Every record is in exactly one cluster.
+    let placed: usize = res.clusters.iter().map(|c| c.members.len()).sum();
+    assert_eq!(placed, res.stats.records);
+}
+
+/// `cargo test --release -- --ignored links_10000 --nocapture`
+#[test]
+#[ignore = "10,000 people: run in release"]
+fn links_10000_people_against_ground_truth() {
+    let (ev, res, secs) = run(10_000, 20_260_630);
+    report("10k", &ev, &res, secs);
+    assert!(ev.precision >= 0.999, "precision {}", ev.precision);
+    assert!(ev.recall >= 0.98, "recall {}", ev.recall);
+    assert_eq!(ev.false_merge_count, 0);
+}
+
+fn sorted_clusters(res: &Resolution) -> Vec<Vec<RecordRef>> {
+    res.clusters
+        .iter()
+        .map(|c| c.records().cloned().collect())
+        .collect()
+}
+
+#[test]
+fn incremental_update_equals_full_relink_and_stays_local() {
+    let data = dataset(2000, 11);
+    let config = MatchConfig::default();
+    let total = data.records.len();
+    let mut records = data.records;
+    // Hold back five records, to add later.
+    let held: Vec<InputRecord> = records.split_off(total - 5);
+    let mut index = LinkIndex::build(config.clone(), records.clone());
+
+    // Ten changes: 5 additions, 3 edits (a name, a birth date removed, an email), 2 removals.
+    let mut changes: Vec<Change> = held.iter().cloned().map(Change::Upsert).collect();
+    let mut edited = Vec::new();
+    for (i, pick) in [10usize, 200, 400].into_iter().enumerate() {
+        let mut r = records[pick].clone();
+        match i {
+            0 => {
+                r.values
+                    .insert(Field::GivenName, Value::Text("Bartholomew".into()));
+            }
+            1 => {
+                r.values.remove(Field::BirthDate);
+            }
+            _ => {
+                r.values
+                    .insert(Field::Email, Value::Text("changed@example.co.uk".into()));
+            }
+        }
+        edited.push(r.clone());
+        changes.push(Change::Upsert(r));
+    }
+    let removed = [records[600].record.clone(), records[800].record.clone()];
+    changes.extend(removed.iter().cloned().map(Change::Removed));
+    let update = index.apply(changes);
+
+    // The same records, linked from scratch.
+    let mut final_records: Vec<InputRecord> = records
+        .into_iter()
+        .filter(|r| !removed.contains(&r.record))
+        .map(|r| {
+            edited
+                .iter()
+                .find(|e| e.record == r.record)
+                .cloned()
+                .unwrap_or(r)
+        })
+        .collect();
+    final_records.extend(held);
+    let full = resolve(&config, final_records);
+    let incremental = index.resolution();
+    let (inc, fresh) = (sorted_clusters(&incremental), sorted_clusters(&full));
+    let differing = inc.iter().filter(|c| !fresh.contains(c)).count();
+    assert_eq!(differing, 0, "clusters differing from a full re-link");
+    assert_eq!(inc.len(), fresh.len());
+    assert!(incremental.clusters == full.clusters, "links or runners-up differ");
+    assert!(incremental.review == full.review, "review pairs differ");
+
+    println!(
+        "incremental: affected {} of {} records, rescored {}, compared {} pairs (full: {})",
+        update.affected.len(),
+        total,
+        update.rescored,
+        update.compared_pairs,
+        full.stats.compared_pairs
+    );
+    assert!(update.rescored <= 10, "rescored {}", update.rescored);
+    assert!(update.affected.len() <= 60, "affected {}", update.affected.len());
+    assert!(update.compared_pairs * 50 < full.stats.compared_pairs);
+    // The update's clusters are the full result's clusters of the affected records.
+    for c in &update.clusters {
+        assert!(full.clusters.contains(c));
+    }
+}
+
+fn values(fields: &[(Field, &str)]) -> crate::model::CanonicalValues {
+    fields
+        .iter()
+        .map(|(f, v)| (*f, f.parse_text(v).unwrap_or(Value::Text((*v).to_owned()))))
+        .collect()
+}
+
+fn input(id: &str, fields: &[(Field, &str)]) -> InputRecord {
+    InputRecord {
+        record: RecordRef::new("carehq", id),
+        kind: SourceKind::CarehqServiceUsers,
+        values: values(fields),
+    }
+}
+
+use crate::source::kind::SourceKind;
+
+#[test]
+fn transitivity_cannot_merge_two_nhs_numbers() {
+    use Field::*;
+    let anna = [(GivenName, "Anna"), (FamilyName, "Murphy"), (BirthDate, "1946-03-25")];
+    let with = |extra: (Field, &'static str)| {
+        let mut v = anna.to_vec();
+        v.push(extra);
+        v
+    };
+    let records = vec![
+        input("a", &with((NhsNumber, "9434765919"))),
+        input("b", &with((NhsNumber, "4857773457"))),
+        // Links to both by name + birth date.
+        input("c", &with((Email, "anna@example.co.uk"))),
+    ];
+    let res = resolve(&MatchConfig::default(), records);
+    let cluster_of = |id: &str| {
+        res.clusters
+            .iter()
+            .position(|c| c.records().any(|r| r.external_id == id))
+    };
+    assert_ne!(cluster_of("a"), cluster_of("b"));
+    assert_eq!(res.clusters.len(), 2);
+    assert!(
+        res.review
+            .iter()
+            .any(|c| c.reason == NotLinked::ClusterConflict(Veto::NhsNumber))
+    );
+    // "c" went to one of them, through the name + birth date rule.
+    let linked: Vec<&Member> = res
+        .clusters
+        .iter()
+        .flat_map(|c| &c.members)
+        .filter(|m| m.link.is_some())
+        .collect();
+    assert_eq!(linked.len(), 1);
+    assert_eq!(linked[0].link.as_ref().map(|l| l.rule), Some(Rule::NameBirthDate));
+    // The other is the runner-up of that cluster, for `explain`.
+    assert!(res.clusters.iter().any(|c| !c.runners_up.is_empty()));
+}
+
+#[test]
+fn twins_stay_apart_and_nicknames_link() {
+    use Field::*;
+    let home = [(FamilyName, "Okafor"), (BirthDate, "1939-11-02"), (Postcode, "NE2 1PA")];
+    let rec = |id: &str, given: &str| {
+        let mut v = home.to_vec();
+        v.push((GivenName, given));
+        input(id, &v)
+    };
+    let res = resolve(
+        &MatchConfig::default(),
+        vec![rec("1", "Margaret"), rec("2", "Peggy"), rec("3", "Dorothy"), rec("4", "Dot")],
+    );
+    let groups: Vec<Vec<&str>> = res
+        .clusters
+        .iter()
+        .map(|c| c.records().map(|r| r.external_id.as_str()).collect())
+        .collect();
+    assert_eq!(groups, vec![vec!["1", "2"], vec!["3", "4"]]);
+    assert!(
+        res.review
+            .iter()
+            .all(|c| matches!(c.reason, NotLinked::Veto(Veto::GivenName)) || c.score < 12.0)
+    );
+}
+
+/// Prints why missed pairs were missed (field levels and weights only, no values).
+#[test]
+#[ignore = "diagnostics"]
+fn diagnose_missed_pairs() {
+    let data = dataset(2000, 7);
+    let by_ref: HashMap<RecordRef, InputRecord> = data
+        .records
+        .iter()
+        .map(|r| (r.record.clone(), r.clone()))
+        .collect();
+    let res = resolve(&MatchConfig::default(), data.records.clone());
+    let ev = evaluate(&res.clusters, &data.truth);
+    let mut summary: HashMap<String, usize> = HashMap::new();
+    for (a, b) in &ev.missed {
+        let (Some(ra), Some(rb)) = (by_ref.get(a), by_ref.get(b)) else {
+            continue;
+        };
+        let c = compare_records(&MatchConfig::default(), &ra.values, &rb.values);
+        let fields: Vec<String> = c
+            .fields
+            .iter()
+            .map(|f| format!("{}:{}", f.field, f.level))
+            .collect();
+        let line = format!(
+            "{}-{} rule={:?} veto={:?} strong={} score={:.1} [{}]",
+            ra.kind.as_str(),
+            rb.kind.as_str(),
+            c.rule,
+            c.veto,
+            c.strong,
+            c.score,
+            fields.join(" ")
+        );
+        if c.veto == Some(Veto::GivenName) {
+            let g = |r: &InputRecord| {
+                format!(
+                    "{:?}/{:?}",
+                    r.values.get(Field::GivenName),
+                    r.values.get(Field::PreferredName)
+                )
+            };
+            println!("DEBUG {} vs {}", g(ra), g(rb));
+        }
+        *summary.entry(line).or_default() += 1;
+    }
+    let mut lines: Vec<_> = summary.into_iter().collect();
+    lines.sort_by(|a, b| b.1.cmp(&a.1));
+    for (line, n) in lines {
+        println!("{n:4} {line}");
+    }
+}

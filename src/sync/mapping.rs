@@ -1,0 +1,192 @@
+//! The compiled mappings the pipeline applies, one per source kind: built into the binary
+//! from `mappings/`, or read from a folder named in `sync.toml` (`[mappings] dir`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use crate::model::{Field, FieldKind};
+use crate::source::kind::SourceKind;
+use crate::store::Canonical;
+use crate::transform::{self, CompiledMapping};
+
+const BUILTIN: [(SourceKind, &str); 5] = [
+    (
+        SourceKind::CarehqServiceUsers,
+        include_str!("../../mappings/carehq_service_users.toml"),
+    ),
+    (
+        SourceKind::CarehqUsers,
+        include_str!("../../mappings/carehq_users.toml"),
+    ),
+    (
+        SourceKind::MarketplaceUsers,
+        include_str!("../../mappings/marketplace_users.toml"),
+    ),
+    (
+        SourceKind::CarevalidateUsers,
+        include_str!("../../mappings/carevalidate_users.toml"),
+    ),
+    (
+        SourceKind::PaceUsers,
+        include_str!("../../mappings/pace_users.toml"),
+    ),
+];
+
+/// A compiled mapping and a hash of its text: records mapped by another version are re-mapped.
+#[derive(Clone)]
+pub struct KindMapping {
+    pub mapping: Arc<CompiledMapping>,
+    pub hash: Arc<str>,
+}
+
+#[derive(Clone)]
+pub struct Mappings {
+    by_kind: HashMap<SourceKind, KindMapping>,
+}
+
+impl Mappings {
+    pub fn builtin() -> Result<Mappings> {
+        Self::compile(BUILTIN.iter().map(|(kind, text)| {
+            (
+                *kind,
+                PathBuf::from(format!("mappings/{kind}.toml")),
+                text.to_string(),
+            )
+        }))
+    }
+
+    pub fn from_dir(dir: &Path) -> Result<Mappings> {
+        let mut files = Vec::new();
+        for kind in SourceKind::ALL {
+            let path = dir.join(format!("{kind}.toml"));
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                anyhow::anyhow!("cannot read the mapping file {}: {e}", path.display())
+            })?;
+            files.push((kind, path, text));
+        }
+        Self::compile(files.into_iter())
+    }
+
+    fn compile(files: impl Iterator<Item = (SourceKind, PathBuf, String)>) -> Result<Mappings> {
+        let mut by_kind = HashMap::new();
+        let mut errors = Vec::new();
+        for (kind, path, text) in files {
+            match transform::compile_str(&path, &text) {
+                Ok(mapping) => {
+                    let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
+                    by_kind.insert(
+                        kind,
+                        KindMapping {
+                            mapping: Arc::new(mapping),
+                            hash: Arc::from(hash),
+                        },
+                    );
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if !errors.is_empty() {
+            anyhow::bail!("{}", errors.join("\n"));
+        }
+        Ok(Mappings { by_kind })
+    }
+
+    pub fn for_kind(&self, kind: SourceKind) -> Option<&KindMapping> {
+        self.by_kind.get(&kind)
+    }
+}
+
+/// Maps one raw record. Never panics; a record that cannot be read at all is a failure with
+/// its reason (field names and codes, never values).
+pub fn map_payload(mapping: &CompiledMapping, payload: &str) -> Canonical {
+    let json: serde_json::Value = match serde_json::from_str(payload) {
+        Ok(v) => v,
+        Err(_) => {
+            return Canonical::Failed {
+                code: "not_json",
+                reason: "the record is not valid JSON".into(),
+            };
+        }
+    };
+    match mapping.apply(&json) {
+        Ok(mapped) => {
+            let values_json = serde_json::Value::Object(mapped.values.to_json()).to_string();
+            let problems: Vec<serde_json::Value> = mapped
+                .problems
+                .iter()
+                .map(|p| {
+                    let is_date = Field::from_name(p.target)
+                        .is_some_and(|f| matches!(f.kind(), FieldKind::Date | FieldKind::DateTime));
+                    serde_json::json!({ "path": p.source_path, "field": p.target, "code": p.reason.code(), "date": is_date })
+                })
+                .collect();
+            let problems_json =
+                (!problems.is_empty()).then(|| serde_json::Value::Array(problems).to_string());
+            Canonical::Mapped {
+                values_json,
+                problems_json,
+            }
+        }
+        Err(e) => Canonical::Failed {
+            code: e.code(),
+            reason: e.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_mappings_compile_and_match_the_folder() {
+        let builtin = Mappings::builtin().expect("builtin mappings compile");
+        let folder =
+            Mappings::from_dir(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/mappings")))
+                .unwrap();
+        for kind in SourceKind::ALL {
+            assert_eq!(
+                builtin.for_kind(kind).unwrap().hash,
+                folder.for_kind(kind).unwrap().hash,
+                "{kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_record_that_cannot_map_is_a_failure_with_a_reason() {
+        let m = Mappings::builtin().unwrap();
+        let cv = &m.for_kind(SourceKind::CarevalidateUsers).unwrap().mapping;
+        match map_payload(cv, r#"{"firstName": "Zoë"}"#) {
+            Canonical::Failed { code, reason } => {
+                assert_eq!(code, "required_field_missing");
+                assert!(!reason.contains("Zoë"));
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        assert!(matches!(
+            map_payload(cv, "not json"),
+            Canonical::Failed {
+                code: "not_json",
+                ..
+            }
+        ));
+        match map_payload(cv, r#"{"email": " Zoe@Example.org ", "dob": "31/02/1950"}"#) {
+            Canonical::Mapped {
+                values_json,
+                problems_json,
+            } => {
+                assert!(values_json.contains("zoe@example.org"), "{values_json}");
+                let problems = problems_json.expect("the bad date is a problem");
+                assert!(
+                    problems.contains("\"date\":true") && problems.contains("birth_date"),
+                    "{problems}"
+                );
+            }
+            other => panic!("expected a mapping, got {other:?}"),
+        }
+    }
+}
