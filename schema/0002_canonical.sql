@@ -149,7 +149,7 @@ CREATE TABLE person_link (
     source       TEXT NOT NULL,
     external_id  TEXT NOT NULL,
     kind         TEXT NOT NULL,
-    person_id    INTEGER NOT NULL REFERENCES person (person_id),
+    person_id    INTEGER NOT NULL REFERENCES person (person_id) DEFERRABLE INITIALLY DEFERRED,
     rule         TEXT NOT NULL,           -- e.g. nhs_number, email, name_dob, probabilistic, single
     score        REAL,                    -- the match weight, for probabilistic links
     linked_at    TEXT NOT NULL,
@@ -188,6 +188,28 @@ CREATE TABLE relink_queue (
     external_id  TEXT NOT NULL,
     PRIMARY KEY (source, external_id)
 );
+
+-- Person ids are never reused: an override or audit entry of a removed person must not
+-- attach to a new one.
+CREATE TABLE id_sequence (
+    name  TEXT PRIMARY KEY,
+    next  INTEGER NOT NULL
+);
+INSERT INTO id_sequence (name, next) VALUES ('person', 1);
+
+-- The best candidates scored against each person's records that were not linked (for
+-- `caresync explain`).
+CREATE TABLE link_runner_up (
+    person_id          INTEGER NOT NULL,
+    source             TEXT NOT NULL,
+    external_id        TEXT NOT NULL,
+    other_source       TEXT NOT NULL,
+    other_external_id  TEXT NOT NULL,
+    score              REAL NOT NULL,
+    reason             TEXT NOT NULL,   -- below_threshold, different_nhs_number, ...
+    computed_at        TEXT NOT NULL
+);
+CREATE INDEX link_runner_up_by_person ON link_runner_up (person_id);
 
 -- Candidate pairs scored just below the link threshold: likely duplicates for a person to review.
 CREATE TABLE link_review (

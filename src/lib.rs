@@ -12,7 +12,9 @@
 
 pub mod cli;
 pub mod config;
+pub mod identity;
 pub mod model;
+pub mod person;
 pub mod privacy;
 pub mod sim;
 pub mod source;

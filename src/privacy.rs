@@ -44,13 +44,15 @@ fn redact_numbers(text: &str) -> String {
                 if c.is_ascii_digit() {
                     digits += 1;
                     end = j + 1;
-                } else if !(matches!(c, ' ' | '-' | '(' | ')') || (c == '+' && j == start)) {
-                    break;
-                } else if !chars
+                    j += 1;
+                    continue;
+                }
+                let leading_plus = c == '+' && j == start;
+                let joiner = matches!(c, ' ' | '-' | '(' | ')');
+                let digits_follow = chars
                     .get(j + 1)
-                    .is_some_and(|n| n.is_ascii_digit() || *n == '(')
-                    && c != '+'
-                {
+                    .is_some_and(|n| n.is_ascii_digit() || *n == '(');
+                if !(leading_plus || (joiner && digits_follow)) {
                     break;
                 }
                 j += 1;

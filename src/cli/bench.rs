@@ -17,7 +17,7 @@ use crate::source::ratelimit::RateLimiter;
 use crate::source::{Position, Scope, api_for};
 use crate::store::{Checkpoint, PageWrite, Store, StoredRecord};
 use crate::sync::progress::Progress;
-use crate::sync::{Mode, Pipeline, RunOptions, RunStatus, SourceOutcome};
+use crate::sync::{Mode, Pipeline, RunOptions, RunReport, RunStatus, SourceOutcome};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -56,6 +56,8 @@ struct Report {
     records: u64,
     backfill_secs: f64,
     backfill_records_per_sec: f64,
+    /// Of the backfill's wall time: linking every record and writing the persons.
+    link_secs: Option<f64>,
     peak_rss_mb_above_simulators: Option<f64>,
     sources: Vec<SourceFigures>,
     nochange_sync_secs: f64,
@@ -106,6 +108,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let elapsed = started.elapsed();
     report.peak_rss_mb_above_simulators = memory::peak_above(baseline);
     check_all_succeeded(&outcomes)?;
+    report.link_secs = outcomes
+        .link
+        .as_ref()
+        .map(|l| l.millis as f64 / 1000.0)
+        .ok();
+    let outcomes = outcomes.sources;
     report.records = outcomes.iter().map(|o| o.counts.records_seen).sum();
     report.backfill_secs = elapsed.as_secs_f64();
     report.backfill_records_per_sec = report.records as f64 / elapsed.as_secs_f64();
@@ -144,6 +152,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .await?;
     report.nochange_sync_secs = started.elapsed().as_secs_f64();
     check_all_succeeded(&again)?;
+    let again = again.sources;
     report.nochange_sync_rows_written = again
         .iter()
         .map(|o| o.counts.records.inserted + o.counts.records.updated + o.counts.deleted)
@@ -168,8 +177,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check_all_succeeded(outcomes: &[SourceOutcome]) -> anyhow::Result<()> {
-    match outcomes.iter().find(|o| o.status != RunStatus::Succeeded) {
+fn check_all_succeeded(report: &RunReport) -> anyhow::Result<()> {
+    if let Err(e) = &report.link {
+        anyhow::bail!("linking failed during the bench: {e}");
+    }
+    match report
+        .sources
+        .iter()
+        .find(|o| o.status != RunStatus::Succeeded)
+    {
         Some(o) => anyhow::bail!(
             "source `{}` failed during the bench: {}",
             o.source,
@@ -348,6 +364,9 @@ fn render(r: &Report) -> String {
         "  records/s          {:>12.0}",
         r.backfill_records_per_sec
     );
+    if let Some(secs) = r.link_secs {
+        let _ = writeln!(out, "  of which linking   {:>12.2} s", secs);
+    }
     if let Some(mb) = r.peak_rss_mb_above_simulators {
         let _ = writeln!(
             out,

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::store::Store;
 use crate::sync::progress::Progress;
 use crate::sync::report::summary_table;
-use crate::sync::{Mode, Pipeline, RunOptions, RunStatus, SourceOutcome};
+use crate::sync::{Mode, Pipeline, RunOptions, RunReport, RunStatus};
 
 #[derive(Debug, Args)]
 pub struct ExtractArgs {
@@ -19,9 +19,9 @@ pub struct ExtractArgs {
 
 pub async fn run(config: Config, mode: Mode, args: ExtractArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&config.store_path)?;
-    let outcomes = run_pipeline(config, &store, mode, args.sources, Progress::auto()).await?;
-    print!("{}", summary_table(&outcomes));
-    exit_for(&outcomes)
+    let report = run_pipeline(config, &store, mode, args.sources, Progress::auto()).await?;
+    print!("{}", summary_table(&report));
+    exit_for(&report)
 }
 
 pub async fn run_pipeline(
@@ -30,7 +30,7 @@ pub async fn run_pipeline(
     mode: Mode,
     only: Vec<String>,
     progress: Progress,
-) -> anyhow::Result<Vec<SourceOutcome>> {
+) -> anyhow::Result<RunReport> {
     let pipeline = Pipeline::new(config, store)?;
     pipeline
         .run(&RunOptions {
@@ -41,9 +41,11 @@ pub async fn run_pipeline(
         .await
 }
 
-/// Success only when every source succeeded; otherwise an error naming each failed source.
-pub fn exit_for(outcomes: &[SourceOutcome]) -> anyhow::Result<ExitCode> {
-    let failed: Vec<String> = outcomes
+/// Success only when every source and the linking succeeded; otherwise an error naming
+/// each failed source and why.
+pub fn exit_for(report: &RunReport) -> anyhow::Result<ExitCode> {
+    let outcomes = &report.sources;
+    let mut failed: Vec<String> = outcomes
         .iter()
         .filter(|o| o.status != RunStatus::Succeeded)
         .map(|o| {
@@ -55,14 +57,12 @@ pub fn exit_for(outcomes: &[SourceOutcome]) -> anyhow::Result<ExitCode> {
             )
         })
         .collect();
+    if let Err(e) = &report.link {
+        failed.push(format!("linking failed: {e}"));
+    }
     if failed.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        anyhow::bail!(
-            "{} of {} sources did not finish:\n  {}",
-            failed.len(),
-            outcomes.len(),
-            failed.join("\n  ")
-        )
+        anyhow::bail!("the run did not finish:\n  {}", failed.join("\n  "))
     }
 }

@@ -3,7 +3,9 @@
 mod bench;
 mod check;
 pub mod demo;
+pub mod evaluate;
 pub mod extract;
+mod person;
 mod simulate;
 
 use std::path::PathBuf;
@@ -52,6 +54,12 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Measure the pipeline against the simulators and against each stage's own limit.
     Bench(bench::BenchArgs),
+    /// Show a person: linked records and why, runners-up not linked, where each value came from.
+    Explain(person::ExplainArgs),
+    /// Correct a person's field; the override wins survivorship, is audited, and is pushed to linked systems.
+    Set(person::SetArgs),
+    /// Link a simulated care group and score the links against the simulator's ground truth.
+    Evaluate(evaluate::EvaluateArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -66,6 +74,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Simulate(args) => simulate::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Evaluate(args) => evaluate::run(args).await,
+        Command::Explain(args) => person::explain(&load_config(&cli.config)?, args).await,
+        Command::Set(args) => person::set(&load_config(&cli.config)?, args).await,
     }
 }
 

@@ -163,6 +163,10 @@ pub struct Config {
     pub store_path: PathBuf,
     /// A folder of mapping files replacing the built-in ones (`[mappings] dir`).
     pub mappings_dir: Option<PathBuf>,
+    /// Identity resolution thresholds (`[matching]`).
+    pub matching: crate::identity::MatchConfig,
+    /// Which source's value each canonical field takes (`[survivorship]`).
+    pub survivorship: crate::person::survivorship::Policy,
     pub http: HttpSettings,
     /// In name order.
     pub sources: Vec<SourceConfig>,
@@ -228,7 +232,20 @@ pub fn parse(text: &str, file: &Path, env: EnvLookup<'_>) -> Result<Config, Conf
         }
     };
     let folder = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    v.unknown_keys("", &table, &["store", "sources", "http", "mappings"]);
+    v.unknown_keys(
+        "",
+        &table,
+        &[
+            "store",
+            "sources",
+            "http",
+            "mappings",
+            "matching",
+            "survivorship",
+        ],
+    );
+    let matching = v.matching(&table);
+    let survivorship = v.survivorship(&table);
     let mappings_dir = v.table(&table, "mappings").and_then(|m| {
         v.unknown_keys("mappings", m, &["dir"]);
         v.string(m, "mappings", "dir").map(|d| folder.join(d))
@@ -273,6 +290,8 @@ pub fn parse(text: &str, file: &Path, env: EnvLookup<'_>) -> Result<Config, Conf
             file: file.to_path_buf(),
             store_path,
             mappings_dir,
+            matching,
+            survivorship,
             http,
             sources,
         })
@@ -404,6 +423,92 @@ impl Validator {
             self.problem("http.min_backoff_ms", "must not exceed http.max_backoff_ms");
         }
         http
+    }
+
+    fn float(&mut self, table: &Table, at: &str, key: &str) -> Option<f64> {
+        match table.get(key) {
+            None => None,
+            Some(Value::Float(f)) => Some(*f),
+            Some(Value::Integer(i)) => Some(*i as f64),
+            Some(_) => {
+                self.problem(&format!("{at}.{key}"), "must be a number");
+                None
+            }
+        }
+    }
+
+    fn matching(&mut self, root: &Table) -> crate::identity::MatchConfig {
+        let mut m = crate::identity::MatchConfig::default();
+        let Some(t) = self.table(root, "matching") else {
+            return m;
+        };
+        self.unknown_keys("matching", t, &["link_threshold", "review_threshold"]);
+        if let Some(x) = self.float(t, "matching", "link_threshold") {
+            m.link_threshold = x;
+        }
+        if let Some(x) = self.float(t, "matching", "review_threshold") {
+            m.review_threshold = x;
+        }
+        if m.review_threshold > m.link_threshold {
+            self.problem(
+                "matching.review_threshold",
+                "must not exceed matching.link_threshold",
+            );
+        }
+        m
+    }
+
+    fn survivorship(&mut self, root: &Table) -> crate::person::survivorship::Policy {
+        use crate::person::survivorship::{Policy, Rule};
+        let mut policy = Policy::default();
+        let Some(t) = self.table(root, "survivorship") else {
+            return policy;
+        };
+        self.unknown_keys("survivorship", t, &["source_priority", "rules", "fields"]);
+        let rules_of = |v: &mut Self, key: &str, value: &Value| -> Option<Vec<Rule>> {
+            let list = value.as_array().filter(|a| !a.is_empty());
+            let rules: Option<Vec<Rule>> =
+                list.and_then(|a| a.iter().map(|r| r.as_str().and_then(Rule::parse)).collect());
+            if rules.is_none() {
+                v.problem(
+                    key,
+                    "must be a list of rules: source_priority, most_recent, most_complete",
+                );
+            }
+            rules
+        };
+        if let Some(value) = t.get("source_priority") {
+            match value.as_array().and_then(|a| {
+                a.iter()
+                    .map(|s| s.as_str().map(String::from))
+                    .collect::<Option<Vec<_>>>()
+            }) {
+                Some(names) => policy.source_priority = names,
+                None => self.problem(
+                    "survivorship.source_priority",
+                    "must be a list of source names",
+                ),
+            }
+        }
+        if let Some(value) = t.get("rules")
+            && let Some(rules) = rules_of(self, "survivorship.rules", value)
+        {
+            policy.default_rules = rules;
+        }
+        if let Some(fields) = self.table(t, "fields") {
+            for (name, value) in fields {
+                let key = format!("survivorship.fields.{name}");
+                match crate::model::Field::from_name(name) {
+                    Some(field) => {
+                        if let Some(rules) = rules_of(self, &key, value) {
+                            policy.field_rules.insert(field, rules);
+                        }
+                    }
+                    None => self.problem(&key, "unknown canonical field"),
+                }
+            }
+        }
+        policy
     }
 
     fn secret(&mut self, t: &Table, at: &str, key: &str, env: EnvLookup<'_>) -> Option<Secret> {

@@ -6,7 +6,9 @@
 use chrono::{Datelike, NaiveDate};
 
 use super::features::Features;
-use super::normalise::{jaro_winkler, nickname_groups, same_name_group, within_one_edit};
+use super::normalise::{
+    OneEdit, jaro_winkler, nickname_groups, one_edit, same_name_group, within_one_edit,
+};
 use super::{MatchConfig, Rule, Veto};
 
 /// How well two given names agree (best over the tokens of given and preferred names).
@@ -166,16 +168,19 @@ fn token_level(x: &str, y: &str, x_first: bool, y_first: bool) -> GivenLevel {
     // Two names we know are different names, not a slip (`Ella` / `Emma`).
     let both_known = !nickname_groups(x).is_empty() && !nickname_groups(y).is_empty();
     let min_len = x.len().min(y.len());
-    let same_len = x.len() == y.len();
-    // A substituted letter in a short name is as likely another name (`Jean` / `Joan`).
-    if !both_known
-        && min_len >= 4
-        && (!same_len || min_len >= 5)
-        && within_one_edit(x.as_bytes(), y.as_bytes())
-    {
-        return GivenLevel::Typo;
+    // A substituted letter in a short name is as likely another name (`Jean` / `Joan`,
+    // `Ella` / `Emma`); a dropped or swapped letter much less so.
+    let slip = match one_edit(x.as_bytes(), y.as_bytes()) {
+        Some(OneEdit::Indel) => min_len >= 3,
+        Some(OneEdit::Transposition) => min_len >= 4,
+        Some(OneEdit::Substitution) => min_len >= 5,
+        _ => false,
+    };
+    if slip && !both_known {
+        GivenLevel::Typo
+    } else {
+        GivenLevel::Differ
     }
-    GivenLevel::Differ
 }
 
 pub(crate) fn family_level(a: &Features, b: &Features) -> Option<FamilyLevel> {
@@ -189,8 +194,7 @@ pub(crate) fn family_level(a: &Features, b: &Features) -> Option<FamilyLevel> {
     } else if x.len().min(y.len()) >= 4 && jaro_winkler(x.as_bytes(), y.as_bytes()) >= 0.9 {
         FamilyLevel::Similar
     } else if (a.family_tokens.len() > 1 || b.family_tokens.len() > 1)
-        && a
-            .family_tokens
+        && a.family_tokens
             .iter()
             .any(|t| t.len() > 1 && b.family_tokens.contains(t))
     {
@@ -271,7 +275,16 @@ pub(crate) fn compare(config: &MatchConfig, a: &Features, b: &Features) -> PairC
             }
             false
         }
-        (None, None) => false,
+        (None, None) => {
+            if let (Some(x), Some(y)) = (a.given_age, b.given_age) {
+                if (x - y).abs() <= config.given_age_tolerance {
+                    add("given_age", "consistent", w.age_consistent);
+                } else {
+                    add("given_age", "inconsistent", w.age_inconsistent);
+                }
+            }
+            false
+        }
     };
     match (a.gender, b.gender) {
         (Some(x), Some(y)) if x == y => add("gender", "agree", w.gender_agree),
@@ -394,7 +407,8 @@ fn deterministic_rule(
     if dob_agree && given_same && family == Some(FamilyLevel::Exact) && !ni_differ {
         return Some(Rule::NameBirthDate);
     }
-    if email_exact && given_agrees && family_agrees {
+    // A married name on one record: the same personal email and the same given name suffice.
+    if email_exact && given_agrees && (family_agrees || given_same) {
         return Some(Rule::Email);
     }
     None
@@ -421,7 +435,10 @@ mod tests {
         let c = compare(&config, &record(a), &record(b));
         assert_eq!((c.rule, c.veto), (rule, veto), "{:?}", c.fields);
         let back = compare(&config, &record(b), &record(a));
-        assert_eq!((back.rule, back.veto, back.score), (c.rule, c.veto, c.score));
+        assert_eq!(
+            (back.rule, back.veto, back.score),
+            (c.rule, c.veto, c.score)
+        );
     }
 
     use Field::*;
@@ -436,59 +453,136 @@ mod tests {
         // Name + birth date, with case, accents and nicknames.
         check(
             &anna,
-            &[(GivenName, "ANNA"), (FamilyName, "murphy"), (BirthDate, "1946-03-25")],
+            &[
+                (GivenName, "ANNA"),
+                (FamilyName, "murphy"),
+                (BirthDate, "1946-03-25"),
+            ],
             Some(Rule::NameBirthDate),
             None,
         );
         check(
-            &[(GivenName, "Margaret"), (FamilyName, "Ó Súilleabháin"), (BirthDate, "1940-01-02")],
-            &[(GivenName, "Peggy"), (FamilyName, "O Suilleabhain"), (BirthDate, "1940-01-02")],
+            &[
+                (GivenName, "Margaret"),
+                (FamilyName, "Ó Súilleabháin"),
+                (BirthDate, "1940-01-02"),
+            ],
+            &[
+                (GivenName, "Peggy"),
+                (FamilyName, "O Suilleabhain"),
+                (BirthDate, "1940-01-02"),
+            ],
             Some(Rule::NameBirthDate),
             None,
         );
         check(
-            &[(GivenName, "Siobhán"), (FamilyName, "Kelly"), (BirthDate, "1950-05-05")],
-            &[(GivenName, "Mary"), (PreferredName, "Siobhan"), (FamilyName, "Kelly"), (BirthDate, "1950-05-05")],
+            &[
+                (GivenName, "Siobhán"),
+                (FamilyName, "Kelly"),
+                (BirthDate, "1950-05-05"),
+            ],
+            &[
+                (GivenName, "Mary"),
+                (PreferredName, "Siobhan"),
+                (FamilyName, "Kelly"),
+                (BirthDate, "1950-05-05"),
+            ],
             Some(Rule::NameBirthDate),
             None,
         );
         // Twins: same surname, birth date and address, different given names.
         check(
-            &[(GivenName, "Joan"), (FamilyName, "Smith"), (BirthDate, "1940-01-02"), (Postcode, "NE2 1PA")],
-            &[(GivenName, "Joanne"), (FamilyName, "Smith"), (BirthDate, "1940-01-02"), (Postcode, "NE2 1PA")],
+            &[
+                (GivenName, "Joan"),
+                (FamilyName, "Smith"),
+                (BirthDate, "1940-01-02"),
+                (Postcode, "NE2 1PA"),
+            ],
+            &[
+                (GivenName, "Joanne"),
+                (FamilyName, "Smith"),
+                (BirthDate, "1940-01-02"),
+                (Postcode, "NE2 1PA"),
+            ],
             None,
             Some(Veto::GivenName),
         );
         check(
-            &[(GivenName, "Ella"), (FamilyName, "Smith"), (BirthDate, "1940-01-02")],
-            &[(GivenName, "Emma"), (FamilyName, "Smith"), (BirthDate, "1940-01-02")],
+            &[
+                (GivenName, "Ella"),
+                (FamilyName, "Smith"),
+                (BirthDate, "1940-01-02"),
+            ],
+            &[
+                (GivenName, "Emma"),
+                (FamilyName, "Smith"),
+                (BirthDate, "1940-01-02"),
+            ],
             None,
             Some(Veto::GivenName),
         );
         // Conflicting birth dates never merge, whatever else agrees.
         check(
-            &[(GivenName, "Anna"), (FamilyName, "Murphy"), (BirthDate, "1946-03-25"), (NhsNumber, "943 476 5919")],
-            &[(GivenName, "Anna"), (FamilyName, "Murphy"), (BirthDate, "1946-03-26"), (NhsNumber, "9434765919")],
+            &[
+                (GivenName, "Anna"),
+                (FamilyName, "Murphy"),
+                (BirthDate, "1946-03-25"),
+                (NhsNumber, "943 476 5919"),
+            ],
+            &[
+                (GivenName, "Anna"),
+                (FamilyName, "Murphy"),
+                (BirthDate, "1946-03-26"),
+                (NhsNumber, "9434765919"),
+            ],
             None,
             Some(Veto::BirthDate),
         );
         // Two different valid NHS numbers never merge.
         check(
-            &[(GivenName, "Anna"), (FamilyName, "Murphy"), (BirthDate, "1946-03-25"), (NhsNumber, "9434765919")],
-            &[(GivenName, "Anna"), (FamilyName, "Murphy"), (BirthDate, "1946-03-25"), (NhsNumber, "4857773457")],
+            &[
+                (GivenName, "Anna"),
+                (FamilyName, "Murphy"),
+                (BirthDate, "1946-03-25"),
+                (NhsNumber, "9434765919"),
+            ],
+            &[
+                (GivenName, "Anna"),
+                (FamilyName, "Murphy"),
+                (BirthDate, "1946-03-25"),
+                (NhsNumber, "4857773457"),
+            ],
             None,
             Some(Veto::NhsNumber),
         );
         // Same NHS number, family name typo.
         check(
-            &[(GivenName, "Anna"), (FamilyName, "Murphy"), (NhsNumber, "9434765919")],
-            &[(GivenName, "ANNA"), (FamilyName, "Murpy"), (NhsNumber, "943 476 5919")],
+            &[
+                (GivenName, "Anna"),
+                (FamilyName, "Murphy"),
+                (NhsNumber, "9434765919"),
+            ],
+            &[
+                (GivenName, "ANNA"),
+                (FamilyName, "Murpy"),
+                (NhsNumber, "943 476 5919"),
+            ],
             Some(Rule::NhsNumber),
             None,
         );
         check(
-            &[(GivenName, "Anna"), (FamilyName, "Murphy"), (Gender, "female"), (BirthDate, "1946-03-25")],
-            &[(GivenName, "Anna"), (FamilyName, "Murphy"), (Gender, "male"), (BirthDate, "1946-03-25")],
+            &[
+                (GivenName, "Anna"),
+                (FamilyName, "Murphy"),
+                (Gender, "female"),
+                (BirthDate, "1946-03-25"),
+            ],
+            &[
+                (GivenName, "Anna"),
+                (FamilyName, "Murphy"),
+                (Gender, "male"),
+                (BirthDate, "1946-03-25"),
+            ],
             None,
             Some(Veto::Gender),
         );
@@ -512,28 +606,42 @@ mod tests {
         );
         // Mother and daughter of the same name: the birth dates differ.
         check(
-            &[(GivenName, "Mary"), (FamilyName, "Smith"), (BirthDate, "1940-01-01"), email],
-            &[(GivenName, "Mary"), (FamilyName, "Smith"), (BirthDate, "1968-01-01"), email],
+            &[
+                (GivenName, "Mary"),
+                (FamilyName, "Smith"),
+                (BirthDate, "1940-01-01"),
+                email,
+            ],
+            &[
+                (GivenName, "Mary"),
+                (FamilyName, "Smith"),
+                (BirthDate, "1968-01-01"),
+                email,
+            ],
             None,
             Some(Veto::BirthDate),
         );
         // A role address is never evidence.
         let c = compare(
             &MatchConfig::default(),
-            &record(&[(GivenName, "John"), (FamilyName, "Smith"), (Email, "info@home.co.uk")]),
-            &record(&[(GivenName, "John"), (FamilyName, "Smith"), (Email, "Info@home.co.uk")]),
+            &record(&[
+                (GivenName, "John"),
+                (FamilyName, "Smith"),
+                (Email, "info@home.co.uk"),
+            ]),
+            &record(&[
+                (GivenName, "John"),
+                (FamilyName, "Smith"),
+                (Email, "Info@home.co.uk"),
+            ]),
         );
         assert_eq!((c.rule, c.strong), (None, false));
     }
 
     #[test]
     fn given_levels() {
-        let level = |a: &str, b: &str| {
-            given_level(
-                &record(&[(GivenName, a)]),
-                &record(&[(GivenName, b)]),
-            )
-        };
+        let level =
+            |a: &str, b: &str| given_level(&record(&[(GivenName, a)]), &record(&[(GivenName, b)]));
         assert_eq!(level("Margaret", "Margret"), Some(GivenLevel::Typo));
         assert_eq!(level("Margaret", "Peggy"), Some(GivenLevel::Variant));
         assert_eq!(level("J", "John"), Some(GivenLevel::Initial));

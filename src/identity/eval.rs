@@ -81,7 +81,13 @@ pub fn evaluate(clusters: &[Cluster], truth: &HashMap<RecordRef, u64>) -> Evalua
             }
         }
     }
-    let ratio = |num: u64, den: u64| if den == 0 { 1.0 } else { num as f64 / den as f64 };
+    let ratio = |num: u64, den: u64| {
+        if den == 0 {
+            1.0
+        } else {
+            num as f64 / den as f64
+        }
+    };
     Evaluation {
         true_pairs,
         predicted_pairs: predicted,

@@ -3,9 +3,7 @@
 use chrono::NaiveDate;
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::normalise::{
-    email_mailbox, is_generic_email, name_tokens, nickname_groups, soundex,
-};
+use super::normalise::{email_mailbox, is_generic_email, name_tokens, nickname_groups, soundex};
 use crate::model::{CanonicalValues, Field, Gender, Value};
 
 /// The normalised identifying values of one record.
@@ -40,14 +38,15 @@ impl Features {
     pub fn from_values(values: &CanonicalValues) -> Features {
         let text = |f: Field| values.get(f).and_then(Value::as_text);
         let mut given = text(Field::GivenName).map(name_tokens).unwrap_or_default();
-        for token in text(Field::PreferredName).map(name_tokens).unwrap_or_default() {
+        for token in text(Field::PreferredName)
+            .map(name_tokens)
+            .unwrap_or_default()
+        {
             if !given.contains(&token) {
                 given.push(token);
             }
         }
-        let family_tokens = text(Field::FamilyName)
-            .map(name_tokens)
-            .unwrap_or_default();
+        let family_tokens = text(Field::FamilyName).map(name_tokens).unwrap_or_default();
         let family = (!family_tokens.is_empty()).then(|| family_tokens.concat());
         let given_age = match values.get(Field::GivenAge) {
             Some(Value::Int(age)) if (0..=130).contains(age) => Some(*age),

@@ -91,7 +91,11 @@ mod tests {
     #[test]
     fn table() {
         // Unchanged clusters keep their ids.
-        check(&[("a", 1), ("b", 1), ("c", 2)], &[&["a", "b"], &["c"]], &[1, 2]);
+        check(
+            &[("a", 1), ("b", 1), ("c", 2)],
+            &[&["a", "b"], &["c"]],
+            &[1, 2],
+        );
         // A new record joins an existing person.
         check(&[("a", 1)], &[&["a", "z"]], &[1]);
         // New clusters get fresh ids in record order.
@@ -101,7 +105,11 @@ mod tests {
         // ... and on a tie the smallest (oldest) id.
         check(&[("a", 7), ("c", 3)], &[&["a", "c"]], &[3]);
         // A split keeps the id on the larger part; the smaller part gets a fresh id.
-        check(&[("a", 5), ("b", 5), ("c", 5)], &[&["c"], &["a", "b"]], &[100, 5]);
+        check(
+            &[("a", 5), ("b", 5), ("c", 5)],
+            &[&["c"], &["a", "b"]],
+            &[100, 5],
+        );
         // An even split: the part with the smallest record keeps it.
         check(&[("a", 5), ("b", 5)], &[&["b"], &["a"]], &[100, 5]);
         // The smaller part of a split falls back to another of its previous ids.

@@ -341,7 +341,22 @@ impl LinkIndex {
             && (e.rule.is_some() || (e.strong && e.score >= self.config.link_threshold))
     }
 
-    /// Records connected to `start` by links that could be made.
+    /// A rival candidate for a unique-candidate link (and an edge of the link graph).
+    fn context(&self, e: &Edge) -> bool {
+        e.veto.is_none()
+            && e.score
+                >= self
+                    .config
+                    .review_threshold
+                    .min(self.config.unique_link_threshold)
+    }
+
+    /// A pair that may link only as each other's unique candidate.
+    fn weak(&self, e: &Edge) -> bool {
+        e.veto.is_none() && !self.eligible(e) && e.score >= self.config.unique_link_threshold
+    }
+
+    /// Records connected to `start` by edges that can influence clustering.
     fn component(&self, start: u32, into: &mut BTreeSet<u32>) {
         if self.slot(start).is_none() || !into.insert(start) {
             return;
@@ -349,7 +364,11 @@ impl LinkIndex {
         let mut stack = vec![start];
         while let Some(id) = stack.pop() {
             if let Some(s) = self.slot(id) {
-                for e in s.edges.iter().filter(|e| self.eligible(e)) {
+                for e in s
+                    .edges
+                    .iter()
+                    .filter(|e| self.eligible(e) || self.context(e))
+                {
                     if self.slot(e.other).is_some() && into.insert(e.other) {
                         stack.push(e.other);
                     }
@@ -359,7 +378,8 @@ impl LinkIndex {
     }
 
     fn tie_key(&self, id: u32) -> (u64, Option<&RecordRef>) {
-        self.slot(id).map_or((u64::MAX, None), |s| (s.order, Some(&s.record)))
+        self.slot(id)
+            .map_or((u64::MAX, None), |s| (s.order, Some(&s.record)))
     }
 
     /// Greedy clustering of `members`, a union of whole components.
@@ -371,17 +391,22 @@ impl LinkIndex {
             .collect();
         let local: HashMap<u32, usize> = live.iter().enumerate().map(|(i, m)| (*m, i)).collect();
         let mut edges: Vec<(u32, Edge)> = Vec::new();
+        let mut weak: Vec<(u32, Edge)> = Vec::new();
         for &a in &live {
             if let Some(s) = self.slot(a) {
                 for e in &s.edges {
-                    if a < e.other && self.eligible(e) && local.contains_key(&e.other) {
-                        edges.push((a, *e));
+                    if a < e.other && local.contains_key(&e.other) {
+                        if self.eligible(e) {
+                            edges.push((a, *e));
+                        } else if self.weak(e) {
+                            weak.push((a, *e));
+                        }
                     }
                 }
             }
         }
         let priority = |r: Option<Rule>| r.unwrap_or(Rule::Probabilistic);
-        edges.sort_by(|(a1, e1), (a2, e2)| {
+        let by_strength = |(a1, e1): &(u32, Edge), (a2, e2): &(u32, Edge)| {
             let pair = |a: u32, b: u32| {
                 let (x, y) = (self.tie_key(a), self.tie_key(b));
                 if x <= y { (x, y) } else { (y, x) }
@@ -390,7 +415,9 @@ impl LinkIndex {
                 .cmp(&priority(e2.rule))
                 .then(e2.score.total_cmp(&e1.score))
                 .then_with(|| pair(*a1, e1.other).cmp(&pair(*a2, e2.other)))
-        });
+        };
+        edges.sort_by(by_strength);
+        weak.sort_by(by_strength);
 
         let mut uf = UnionFind::new(live.len());
         let mut summary: Vec<ClusterSummary> = live
@@ -418,6 +445,58 @@ impl LinkIndex {
             let rule = e.rule.unwrap_or(Rule::Probabilistic);
             accepted[la].push((e.other, rule, e.score));
             accepted[lb].push((*a, rule, e.score));
+        }
+
+        // Unique candidates: between clusters formed so far, each the other's only rival.
+        let roots: Vec<usize> = (0..live.len()).map(|i| uf.find(i)).collect();
+        let mut rivals: HashMap<usize, BTreeSet<usize>> = HashMap::new();
+        for (la, &a) in live.iter().enumerate() {
+            for e in self.slot(a).map_or(&[][..], |s| s.edges.as_slice()) {
+                if let Some(&lb) = local.get(&e.other)
+                    && self.context(e)
+                    && roots[la] != roots[lb]
+                {
+                    rivals.entry(roots[la]).or_default().insert(roots[lb]);
+                }
+            }
+        }
+        let only = |x: usize, y: usize| {
+            rivals
+                .get(&x)
+                .is_some_and(|r| r.len() == 1 && r.contains(&y))
+        };
+        for (a, e) in &weak {
+            let (Some(&la), Some(&lb)) = (local.get(a), local.get(&e.other)) else {
+                continue;
+            };
+            let (pa, pb) = (roots[la], roots[lb]);
+            if pa == pb {
+                continue;
+            }
+            if !(only(pa, pb) && only(pb, pa)) {
+                refused.push((*a, e.other, NotLinked::Ambiguous));
+                continue;
+            }
+            let (ra, rb) = (uf.find(la), uf.find(lb));
+            if ra == rb {
+                continue;
+            }
+            // A source rarely holds one person twice: on weak evidence, a second record of
+            // the same source is more likely a namesake.
+            if self.share_source(&summary[ra], &summary[rb]) {
+                refused.push((*a, e.other, NotLinked::Ambiguous));
+                continue;
+            }
+            if let Some(reason) = self.cluster_conflict(&summary[ra], &summary[rb]) {
+                refused.push((*a, e.other, reason));
+                continue;
+            }
+            let root = uf.union(ra, rb);
+            let other = if root == ra { rb } else { ra };
+            let moved = std::mem::take(&mut summary[other]);
+            summary[root].absorb(moved);
+            accepted[la].push((e.other, Rule::UniqueCandidate, e.score));
+            accepted[lb].push((*a, Rule::UniqueCandidate, e.score));
         }
 
         // Anchor = smallest record; each other record links through its tree parent.
@@ -470,6 +549,13 @@ impl LinkIndex {
 
     fn record_of(&self, id: u32) -> Option<&RecordRef> {
         self.slot(id).map(|s| &s.record)
+    }
+
+    fn share_source(&self, a: &ClusterSummary, b: &ClusterSummary) -> bool {
+        let source = |id: &u32| self.slot(*id).map(|s| &s.record.source);
+        a.members
+            .iter()
+            .any(|x| b.members.iter().any(|y| source(x) == source(y)))
     }
 
     /// A veto between any two records of two clusters, or a size limit.
@@ -546,9 +632,10 @@ impl LinkIndex {
             if let Some(s) = p.existing.and_then(|id| self.slot(id)) {
                 let lacks = i64::from(s.features.birth_date.is_none());
                 for k in &s.keys {
-                    let d = delta
-                        .entry(k.hash)
-                        .or_insert((k.kind.needs_missing_birth_date(), 0, 0));
+                    let d =
+                        delta
+                            .entry(k.hash)
+                            .or_insert((k.kind.needs_missing_birth_date(), 0, 0));
                     d.1 -= 1;
                     d.2 -= lacks;
                 }
@@ -556,9 +643,10 @@ impl LinkIndex {
             if let Some((_, f, keys)) = &p.new {
                 let lacks = i64::from(f.birth_date.is_none());
                 for k in keys {
-                    let d = delta
-                        .entry(k.hash)
-                        .or_insert((k.kind.needs_missing_birth_date(), 0, 0));
+                    let d =
+                        delta
+                            .entry(k.hash)
+                            .or_insert((k.kind.needs_missing_birth_date(), 0, 0));
                     d.1 += 1;
                     d.2 += lacks;
                 }
@@ -588,10 +676,6 @@ impl LinkIndex {
         let mut affected: BTreeSet<u32> = BTreeSet::new();
         for &id in &rescore {
             self.component(id, &mut affected);
-            // A record's cluster is within its component; include it even if edges vanished.
-            if let Some(anchor) = self.slot(id).map(|s| s.cluster) {
-                self.component(anchor, &mut affected);
-            }
         }
         let mut affected_refs: BTreeSet<RecordRef> = affected
             .iter()
@@ -684,9 +768,11 @@ impl LinkIndex {
         }
 
         // Components after the change, then re-cluster the union.
+        let mut after: BTreeSet<u32> = BTreeSet::new();
         for &id in &rescore {
-            self.component(id, &mut affected);
+            self.component(id, &mut after);
         }
+        affected.extend(after);
         let affected_live: Vec<u32> = affected
             .iter()
             .copied()
@@ -766,7 +852,9 @@ impl LinkIndex {
         // Members of the wanted clusters: the anchors' components hold them all.
         let mut seen = BTreeSet::new();
         for &a in anchors {
-            self.component(a, &mut seen);
+            if !seen.contains(&a) {
+                self.component(a, &mut seen);
+            }
         }
         for id in seen {
             if let Some(s) = self.slot(id)
@@ -831,7 +919,9 @@ impl LinkIndex {
             let Some(s) = s else { continue };
             let a = a as u32;
             for e in &s.edges {
-                let Some(o) = self.slot(e.other) else { continue };
+                let Some(o) = self.slot(e.other) else {
+                    continue;
+                };
                 if o.cluster == s.cluster || !keep(a, e.other) {
                     continue;
                 }
@@ -841,7 +931,9 @@ impl LinkIndex {
                 }
                 let reason = self.reason(a, e);
                 let listed = match reason {
-                    NotLinked::ClusterConflict(_) | NotLinked::ClusterTooLarge => true,
+                    NotLinked::ClusterConflict(_)
+                    | NotLinked::ClusterTooLarge
+                    | NotLinked::Ambiguous => true,
                     NotLinked::Veto(_) => e.shares_identifier,
                     _ => e.score >= self.config.review_threshold,
                 };
@@ -886,7 +978,13 @@ impl LinkIndex {
             blocks: self.blocks.len(),
             oversized_blocks: self.oversized.len(),
             compared_pairs: self.compared_pairs,
-            kept_pairs: self.slots.iter().flatten().map(|s| s.edges.len()).sum::<usize>() / 2,
+            kept_pairs: self
+                .slots
+                .iter()
+                .flatten()
+                .map(|s| s.edges.len())
+                .sum::<usize>()
+                / 2,
         }
     }
 

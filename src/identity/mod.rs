@@ -23,6 +23,11 @@
 //!    pair links when the score reaches [`MatchConfig::link_threshold`] *and* a personal
 //!    identifier agrees (birth date, NHS or NI number, personal email, mobile): names,
 //!    postcodes and landlines alone are shared by namesakes, households and care homes.
+//! 4. **Unique candidate**: a pair scoring at least [`MatchConfig::unique_link_threshold`]
+//!    without a personal identifier (typically a record missing its birth date: full name,
+//!    gender, and a consistent given age or the same postcode) links only if, after the links
+//!    above, each side's cluster has no other candidate at review level. Two plausible
+//!    "Margaret Smith, about 85" never get one of them picked arbitrarily.
 //!
 //! Candidate pairs come from blocking ([`features::block_keys`]): NHS, NI, mailbox, phone,
 //! birth date + family-name Soundex, birth date + given-name group, and — only for a record
@@ -88,8 +93,11 @@ pub enum Rule {
     NhsNumber,
     NameBirthDate,
     Email,
-    /// The Fellegi–Sunter score reached the link threshold.
+    /// The Fellegi–Sunter score reached the link threshold, with a personal identifier.
     Probabilistic,
+    /// The score reached the unique-candidate threshold on names with an age or postcode, and
+    /// each side is the other's only candidate.
+    UniqueCandidate,
 }
 
 impl Rule {
@@ -100,6 +108,7 @@ impl Rule {
             Rule::NameBirthDate => "name_birth_date",
             Rule::Email => "email",
             Rule::Probabilistic => "probabilistic",
+            Rule::UniqueCandidate => "unique_candidate",
         }
     }
 }
@@ -136,6 +145,8 @@ pub enum NotLinked {
     ClusterConflict(Veto),
     /// The cluster reached [`MatchConfig::max_cluster_size`].
     ClusterTooLarge,
+    /// Evidence without a personal identifier, and another candidate exists on either side.
+    Ambiguous,
 }
 
 impl NotLinked {
@@ -145,6 +156,7 @@ impl NotLinked {
             NotLinked::NoPersonalIdentifier => "no_personal_identifier",
             NotLinked::Veto(v) | NotLinked::ClusterConflict(v) => v.as_str(),
             NotLinked::ClusterTooLarge => "cluster_too_large",
+            NotLinked::Ambiguous => "ambiguous",
         }
     }
 }
@@ -155,7 +167,12 @@ impl NotLinked {
 pub struct MatchConfig {
     /// Score (bits) at or above which a pair links, given a personal identifier agrees.
     pub link_threshold: f64,
-    /// Score at or above which an unlinked pair is listed for review.
+    /// Score at or above which a pair with no personal identifier agreeing links, if each
+    /// side has no other candidate (a non-vetoed pair at or above `review_threshold`) among the
+    /// clusters formed by the other rules.
+    pub unique_link_threshold: f64,
+    /// Score at or above which an unlinked pair is listed for review, and counts as a rival
+    /// candidate for `unique_link_threshold`.
     pub review_threshold: f64,
     /// Score at or above which an unlinked pair is kept as a runner-up for `explain`.
     pub candidate_min_score: f64,
@@ -176,7 +193,8 @@ impl Default for MatchConfig {
     fn default() -> Self {
         MatchConfig {
             link_threshold: 20.0,
-            review_threshold: 12.0,
+            unique_link_threshold: 14.0,
+            review_threshold: 13.0,
             candidate_min_score: 8.0,
             runner_up_limit: 5,
             max_block_pairs: 200_000,

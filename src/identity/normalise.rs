@@ -63,11 +63,25 @@ pub fn name_tokens(name: &str) -> Vec<String> {
 /// Common English (and a few Irish, Welsh and Polish) given-name variants and diminutives
 /// found in UK records. A name may belong to several groups (`chris`, `pat`, `jo`).
 const NICKNAME_GROUPS: &[&[&str]] = &[
-    &["margaret", "maggie", "peggy", "meg", "maggy", "marge", "madge"],
+    &[
+        "margaret", "maggie", "peggy", "meg", "maggy", "marge", "madge",
+    ],
     &["william", "bill", "billy", "will", "willie", "willy"],
     &["robert", "bob", "bobby", "rob", "robbie", "bert", "bertie"],
-    &["elizabeth", "liz", "lizzie", "beth", "betty", "bette", "bess", "bessie", "eliza", "libby", "elisabeth"],
-    &["mary", "molly", "polly", "mae", "mamie"],
+    &[
+        "elizabeth",
+        "liz",
+        "lizzie",
+        "beth",
+        "betty",
+        "bette",
+        "bess",
+        "bessie",
+        "eliza",
+        "libby",
+        "elisabeth",
+    ],
+    &["mary", "molly", "polly", "mae", "may", "mamie"],
     &["patricia", "pat", "patsy", "trish", "tricia", "patty"],
     &["patrick", "pat", "paddy"],
     &["susan", "sue", "susie"],
@@ -76,7 +90,19 @@ const NICKNAME_GROUPS: &[&[&str]] = &[
     &["christine", "chris", "chrissie"],
     &["christopher", "chris", "kit"],
     &["jennifer", "jenny", "jen", "jenni"],
-    &["catherine", "katherine", "kathryn", "cathy", "kathy", "kate", "katie", "kath", "kay", "cath", "kitty"],
+    &[
+        "catherine",
+        "katherine",
+        "kathryn",
+        "cathy",
+        "kathy",
+        "kate",
+        "katie",
+        "kath",
+        "kay",
+        "cath",
+        "kitty",
+    ],
     &["kathleen", "kath", "kathy", "kay"],
     &["ann", "anne", "annie", "nancy"],
     &["janet", "jan"],
@@ -173,6 +199,9 @@ const NICKNAME_GROUPS: &[&[&str]] = &[
     &["harriet", "hattie"],
     &["louise", "lou"],
     &["louis", "lou"],
+    &["oliver", "ollie", "olly"],
+    &["geoffrey", "jeffrey", "geoff", "jeff"],
+    &["mohammed", "muhammad", "mohammad", "mohamed", "mo"],
 ];
 
 /// Name → the nickname groups it belongs to.
@@ -208,12 +237,7 @@ pub fn same_name_group(a: &str, b: &str) -> bool {
 /// Jaro–Winkler similarity in `[0, 1]` of two byte strings (prefix scale 0.1, up to 4).
 pub fn jaro_winkler(a: &[u8], b: &[u8]) -> f64 {
     let jaro = jaro(a, b);
-    let prefix = a
-        .iter()
-        .zip(b)
-        .take(4)
-        .take_while(|(x, y)| x == y)
-        .count();
+    let prefix = a.iter().zip(b).take(4).take_while(|(x, y)| x == y).count();
     jaro + prefix as f64 * 0.1 * (1.0 - jaro)
 }
 
@@ -262,30 +286,47 @@ fn jaro(a: &[u8], b: &[u8]) -> f64 {
     (m / a.len() as f64 + m / b.len() as f64 + (m - (transpositions / 2) as f64) / m) / 3.0
 }
 
-/// True when `a` and `b` differ by at most one insertion, deletion, substitution or swap of two
-/// adjacent letters (optimal string alignment distance ≤ 1).
-pub fn within_one_edit(a: &[u8], b: &[u8]) -> bool {
+/// The single edit that turns `a` into `b`, if they are at most one edit apart (optimal string
+/// alignment distance ≤ 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OneEdit {
+    None,
+    Substitution,
+    /// Two adjacent letters swapped.
+    Transposition,
+    /// A letter inserted or deleted.
+    Indel,
+}
+
+pub fn one_edit(a: &[u8], b: &[u8]) -> Option<OneEdit> {
     if a == b {
-        return true;
+        return Some(OneEdit::None);
     }
     let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
     match long.len() - short.len() {
         0 => {
             let diffs: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
             match diffs.as_slice() {
-                [_] => true,
-                [i, j] => *j == i + 1 && a[*i] == b[*j] && a[*j] == b[*i],
-                _ => false,
+                [_] => Some(OneEdit::Substitution),
+                [i, j] if *j == i + 1 && a[*i] == b[*j] && a[*j] == b[*i] => {
+                    Some(OneEdit::Transposition)
+                }
+                _ => None,
             }
         }
         1 => {
             let first_diff = (0..short.len())
                 .find(|&i| short[i] != long[i])
                 .unwrap_or(short.len());
-            short[first_diff..] == long[first_diff + 1..]
+            (short[first_diff..] == long[first_diff + 1..]).then_some(OneEdit::Indel)
         }
-        _ => false,
+        _ => None,
     }
+}
+
+/// True when `a` and `b` are at most one edit apart.
+pub fn within_one_edit(a: &[u8], b: &[u8]) -> bool {
+    one_edit(a, b).is_some()
 }
 
 /// A four-character Soundex code of a folded name (`robert` → `r163`), used for blocking.
@@ -325,11 +366,50 @@ pub fn soundex(name: &str) -> Option<[u8; 4]> {
 /// Local parts that name a role or a placeholder, not a person: an address like `info@` or
 /// `reception@` is shared by many people, so it is never evidence of identity.
 const GENERIC_LOCAL_PARTS: &[&str] = &[
-    "info", "admin", "office", "reception", "enquiries", "enquiry", "contact", "hello", "care",
-    "carehome", "manager", "management", "noreply", "no-reply", "donotreply", "do-not-reply",
-    "test", "none", "nomail", "noemail", "no-email", "na", "n/a", "unknown", "family", "accounts",
-    "finance", "billing", "hr", "support", "mail", "email", "staff", "nurses", "nursing", "home",
-    "residents", "team", "general", "sales", "post", "example", "user", "null",
+    "info",
+    "admin",
+    "office",
+    "reception",
+    "enquiries",
+    "enquiry",
+    "contact",
+    "hello",
+    "care",
+    "carehome",
+    "manager",
+    "management",
+    "noreply",
+    "no-reply",
+    "donotreply",
+    "do-not-reply",
+    "test",
+    "none",
+    "nomail",
+    "noemail",
+    "no-email",
+    "na",
+    "n/a",
+    "unknown",
+    "family",
+    "accounts",
+    "finance",
+    "billing",
+    "hr",
+    "support",
+    "mail",
+    "email",
+    "staff",
+    "nurses",
+    "nursing",
+    "home",
+    "residents",
+    "team",
+    "general",
+    "sales",
+    "post",
+    "example",
+    "user",
+    "null",
 ];
 
 /// True when an email (already canonical: trimmed, lower case) names a role or placeholder.
@@ -339,7 +419,10 @@ pub fn is_generic_email(email: &str) -> bool {
     GENERIC_LOCAL_PARTS.contains(&base)
         || base.contains("noreply")
         || base.contains("noemail")
-        || matches!(domain, "example.com" | "example.org" | "example.net" | "test.com")
+        || matches!(
+            domain,
+            "example.com" | "example.org" | "example.net" | "test.com"
+        )
 }
 
 /// The mailbox an address most likely delivers to: the `+tag` removed from the local part, and
@@ -396,15 +479,22 @@ mod tests {
     }
 
     #[test]
-    fn one_edit() {
+    fn edits() {
         let e = |a: &str, b: &str| within_one_edit(a.as_bytes(), b.as_bytes());
         assert!(e("margaret", "margeret"));
         assert!(e("margaret", "margret"));
         assert!(e("margaret", "magraret"));
         assert!(e("ann", "anne"));
         assert!(!e("joan", "joanne"));
-        assert!(e("jean", "joan"), "one substitution: see compare::token_level");
+        assert!(
+            e("jean", "joan"),
+            "one substitution: see compare::token_level"
+        );
         assert!(!e("stephen", "steven"));
+        assert_eq!(one_edit(b"jona", b"joan"), Some(OneEdit::Transposition));
+        assert_eq!(one_edit(b"ema", b"emma"), Some(OneEdit::Indel));
+        assert_eq!(one_edit(b"ella", b"elsa"), Some(OneEdit::Substitution));
+        assert_eq!(one_edit(b"ella", b"emma"), None);
     }
 
     #[test]

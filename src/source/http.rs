@@ -410,11 +410,11 @@ impl HttpClient {
                 per: Duration::from_secs(1),
             });
         }
-        if let (Some(remaining), Some(reset)) = (num(hq::RATE_REMAINING), num(hq::RATE_RESET)) {
-            if remaining < 1.0 {
-                self.limiter
-                    .pause_until(Instant::now() + until_epoch(reset));
-            }
+        if let (Some(remaining), Some(reset)) = (num(hq::RATE_REMAINING), num(hq::RATE_RESET))
+            && remaining < 1.0
+        {
+            self.limiter
+                .pause_until(Instant::now() + until_epoch(reset));
         }
     }
 }

@@ -312,10 +312,10 @@ fn write_page(tx: &rusqlite::Transaction<'_>, page: &PageWrite, now: &str) -> Re
         let mapping_changed = existing
             .as_ref()
             .is_none_or(|e| e.3.as_deref() != page.mapping_hash.as_deref());
-        if let (Some(canonical), Some(mapping_hash)) = (&record.canonical, &page.mapping_hash) {
-            if content_changed || mapping_changed {
-                write_canonical(tx, page, record, canonical, mapping_hash, now, &mut counts)?;
-            }
+        if let (Some(canonical), Some(mapping_hash)) = (&record.canonical, &page.mapping_hash)
+            && (content_changed || mapping_changed)
+        {
+            write_canonical(tx, page, record, canonical, mapping_hash, now, &mut counts)?;
         }
         match existing.map(|(hash, seen, deleted, _)| (hash, seen, deleted)) {
             None => {

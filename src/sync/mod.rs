@@ -9,7 +9,7 @@ pub mod paginate;
 pub mod progress;
 pub mod report;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -17,6 +17,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use crate::config::Config;
+use crate::person::link::{LinkOutcome, Linker};
 use crate::source::ratelimit::Budgets;
 use crate::source::{Page, Position, Scope, Source, build_sources};
 use crate::store::{Checkpoint, PageCounts, PageWrite, RunCounts, Store, Writer, now_rfc3339};
@@ -88,11 +89,30 @@ pub struct Pipeline {
     pub writer: Writer,
     budgets: Budgets,
     mappings: mapping::Mappings,
+    linker: Arc<Mutex<Linker>>,
+}
+
+/// What one run did: each source's extraction, then linking.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub sources: Vec<SourceOutcome>,
+    pub link: Result<LinkOutcome, String>,
+}
+
+impl RunReport {
+    pub fn succeeded(&self) -> bool {
+        self.link.is_ok()
+            && self
+                .sources
+                .iter()
+                .all(|o| o.status == RunStatus::Succeeded)
+    }
 }
 
 impl Pipeline {
     /// Compiles the mappings (a broken mapping file stops here, before any request).
     pub fn new(config: Config, store: &Store) -> Result<Pipeline> {
+        let (config_match, config_policy) = (config.matching.clone(), config.survivorship.clone());
         let mappings = match &config.mappings_dir {
             Some(dir) => mapping::Mappings::from_dir(dir)?,
             None => mapping::Mappings::builtin()?,
@@ -101,11 +121,45 @@ impl Pipeline {
             config,
             writer: store.writer.clone(),
             budgets: Budgets::default(),
+            linker: Arc::new(Mutex::new(Linker::new(config_match, config_policy))),
             mappings,
         })
     }
 
-    pub async fn run(&self, options: &RunOptions) -> Result<Vec<SourceOutcome>> {
+    /// Reads the sources, then links what changed.
+    pub async fn run(&self, options: &RunOptions) -> Result<RunReport> {
+        let sources = self.extract(options).await?;
+        let link = self.link().await;
+        Ok(RunReport { sources, link })
+    }
+
+    /// Links the records whose canonical form changed since the last link (the queue).
+    pub async fn link(&self) -> Result<LinkOutcome, String> {
+        let linker = self.linker.clone();
+        let outcome = self
+            .writer
+            .call(move |conn| {
+                let mut linker = linker.lock().unwrap_or_else(|p| p.into_inner());
+                linker.link_pending(conn)
+            })
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        if outcome.queued > 0 {
+            tracing::info!(
+                queued = outcome.queued,
+                linked = outcome.records_linked,
+                links_written = outcome.links_written,
+                links_removed = outcome.links_removed,
+                persons_written = outcome.persons_written,
+                persons_removed = outcome.persons_removed,
+                elapsed_ms = outcome.millis as u64,
+                "linked"
+            );
+        }
+        Ok(outcome)
+    }
+
+    async fn extract(&self, options: &RunOptions) -> Result<Vec<SourceOutcome>> {
         let sources = build_sources(
             &self.config,
             &options.only,
@@ -599,6 +653,9 @@ impl PageSink for StoreSink {
     }
 }
 
+/// `sync_state`: scan_id, scan_mode, position, pages_done, complete, watermark, syncs_since_sweep.
+type StoredState = (i64, String, Option<String>, i64, bool, Option<String>, i64);
+
 fn begin_run(
     conn: &mut Connection,
     source: &str,
@@ -620,7 +677,7 @@ fn begin_run(
         params![source, mode.as_str(), now],
     )?;
     let run_id = tx.last_insert_rowid();
-    let state: Option<(i64, String, Option<String>, i64, bool, Option<String>, i64)> = tx
+    let state: Option<StoredState> = tx
         .query_row(
             "SELECT scan_id, scan_mode, position, pages_done, complete, watermark, syncs_since_sweep
              FROM sync_state WHERE source = ?1",

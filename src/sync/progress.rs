@@ -74,7 +74,7 @@ impl SourceProgress {
                 }
                 bar.inc(records);
             }
-            None if pages % PAGES_PER_LOG_LINE == 0 => {
+            None if pages.is_multiple_of(PAGES_PER_LOG_LINE) => {
                 tracing::info!(source = %self.name, pages, "reading");
             }
             None => {}

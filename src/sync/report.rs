@@ -2,9 +2,10 @@
 
 use std::fmt::Write;
 
-use super::{RunStatus, SourceOutcome};
+use super::{RunReport, RunStatus};
 
-pub fn summary_table(outcomes: &[SourceOutcome]) -> String {
+pub fn summary_table(report: &RunReport) -> String {
+    let outcomes = &report.sources;
     let headers = [
         "source",
         "kind",
@@ -69,6 +70,25 @@ pub fn summary_table(outcomes: &[SourceOutcome]) -> String {
             o.status.as_str(),
             o.error.as_deref().unwrap_or("unknown error")
         );
+    }
+    match &report.link {
+        Ok(l) if l.queued > 0 => {
+            let _ = writeln!(
+                out,
+                "linking: {} changed records; {} records linked, {} links written, {} removed; {} persons written, {} removed ({:.2}s)",
+                l.queued,
+                l.records_linked,
+                l.links_written,
+                l.links_removed,
+                l.persons_written,
+                l.persons_removed,
+                l.millis as f64 / 1000.0
+            );
+        }
+        Ok(_) => out.push_str("linking: nothing changed\n"),
+        Err(e) => {
+            let _ = writeln!(out, "linking FAILED: {e}");
+        }
     }
     out
 }

@@ -126,9 +126,12 @@ async fn a_wrong_credential_fails_that_source_by_name() {
     assert_eq!(bad.status, RunStatus::Failed);
     let message = bad.error.clone().unwrap();
     assert!(message.contains("HTTP 401"), "{message}");
-    let exit = caresync::cli::extract::exit_for(&outcomes)
-        .unwrap_err()
-        .to_string();
+    let exit = caresync::cli::extract::exit_for(&caresync::sync::RunReport {
+        sources: outcomes.clone(),
+        link: Ok(Default::default()),
+    })
+    .unwrap_err()
+    .to_string();
     assert!(exit.contains("source `marketplace` failed"), "{exit}");
     assert!(!exit.contains("wrong-token"), "the secret leaked: {exit}");
     // The other sources were not stopped by it.

@@ -9,7 +9,7 @@ use caresync::sim::{self, SimOptions, Simulators};
 use caresync::source::kind::SourceKind;
 use caresync::store::Store;
 use caresync::sync::progress::Progress;
-use caresync::sync::{Mode, Pipeline, RunOptions, SourceOutcome};
+use caresync::sync::{Mode, Pipeline, RunOptions, RunReport, SourceOutcome};
 
 pub struct Harness {
     pub sims: Simulators,
@@ -51,6 +51,7 @@ impl Harness {
             rate_limit,
             extra,
         ));
+        std::fs::write(dir.path().join("sync.toml"), &text).expect("config file written");
         let env = simulator_env();
         let lookup = move |name: &str| env.get(name).cloned();
         let mut config =
@@ -72,6 +73,14 @@ impl Harness {
     }
 
     pub async fn run_only(&self, mode: Mode, only: Vec<String>) -> Vec<SourceOutcome> {
+        let report = self.run_report(mode, only).await;
+        if let Err(e) = &report.link {
+            panic!("linking failed: {e}");
+        }
+        report.sources
+    }
+
+    pub async fn run_report(&self, mode: Mode, only: Vec<String>) -> RunReport {
         let pipeline = Pipeline::new(self.config.clone(), &self.store).expect("mappings compile");
         pipeline
             .run(&RunOptions {
@@ -81,6 +90,22 @@ impl Harness {
             })
             .await
             .expect("pipeline runs")
+    }
+
+    /// Runs the `caresync` binary on this harness's config; returns (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_caresync"))
+            .arg("--config")
+            .arg(self.config.file.clone())
+            .args(args)
+            .envs(simulator_env())
+            .output()
+            .expect("caresync runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     pub fn db(&self) -> rusqlite::Connection {
@@ -161,7 +186,7 @@ pub fn assert_all_succeeded(outcomes: &[SourceOutcome]) {
     }
 }
 
-pub fn outcome<'a>(outcomes: &'a [SourceOutcome], kind: SourceKind) -> &'a SourceOutcome {
+pub fn outcome(outcomes: &[SourceOutcome], kind: SourceKind) -> &SourceOutcome {
     outcomes
         .iter()
         .find(|o| o.source == simulator_source_name(kind))

@@ -1,0 +1,356 @@
+//! Linking on the store: reads the queue of changed records, resolves identities, and writes
+//! only what changed — links, the persons they touch, review pairs and runners-up.
+//!
+//! A process builds the link index once from the stored canonical records (everything is
+//! linked then, and compared with the stored links); after that, the same process applies
+//! only the queued changes (the daemon), so a sync that changed ten records re-links only
+//! what they touch.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Instant;
+
+use anyhow::Result;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::materialize::{materialize, values_from_json};
+use super::survivorship::Policy;
+use crate::identity::{
+    Candidate, Change, Cluster, InputRecord, LinkIndex, MatchConfig, PersonId, RecordRef,
+    assign_person_ids,
+};
+use crate::source::kind::SourceKind;
+use crate::store::now_rfc3339;
+
+/// What a link step did (counts only).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LinkOutcome {
+    pub queued: usize,
+    pub records_linked: usize,
+    pub links_written: usize,
+    pub links_removed: usize,
+    pub persons_written: usize,
+    pub persons_removed: usize,
+    pub millis: u128,
+}
+
+/// The link index of this process, built on first use.
+pub struct Linker {
+    config: MatchConfig,
+    policy: Policy,
+    index: Option<LinkIndex>,
+}
+
+impl Linker {
+    pub fn new(config: MatchConfig, policy: Policy) -> Linker {
+        Linker {
+            config,
+            policy,
+            index: None,
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Links what the queue holds, in one transaction.
+    pub fn link_pending(&mut self, conn: &mut Connection) -> Result<LinkOutcome> {
+        let started = Instant::now();
+        let tx = conn.transaction()?;
+        let queue: Vec<RecordRef> = {
+            let mut stmt =
+                tx.prepare("SELECT source, external_id FROM relink_queue ORDER BY 1, 2")?;
+            stmt.query_map([], |r| {
+                Ok(RecordRef::new(
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?
+        };
+        if queue.is_empty() {
+            return Ok(LinkOutcome::default());
+        }
+        let mut outcome = LinkOutcome {
+            queued: queue.len(),
+            ..LinkOutcome::default()
+        };
+        let (clusters, review, scope) = match self.index.as_mut() {
+            None => {
+                let records = load_live(&tx, None)?;
+                outcome.records_linked = records.len();
+                let index = LinkIndex::build(self.config.clone(), records);
+                let resolution = index.resolution();
+                self.index = Some(index);
+                (resolution.clusters, resolution.review, Scope::All)
+            }
+            Some(index) => {
+                let live = load_live(&tx, Some(&queue))?;
+                let live_refs: HashSet<RecordRef> = live.iter().map(|r| r.record.clone()).collect();
+                let mut changes: Vec<Change> = live.into_iter().map(Change::Upsert).collect();
+                changes.extend(
+                    queue
+                        .iter()
+                        .filter(|r| !live_refs.contains(r))
+                        .cloned()
+                        .map(Change::Removed),
+                );
+                let update = index.apply(changes);
+                outcome.records_linked = update.affected.len();
+                (
+                    update.clusters,
+                    update.review,
+                    Scope::Records(update.affected),
+                )
+            }
+        };
+        let changed_values: HashSet<RecordRef> = queue.into_iter().collect();
+        persist(
+            &tx,
+            &clusters,
+            &review,
+            &scope,
+            &changed_values,
+            &self.policy,
+            &mut outcome,
+        )?;
+        tx.execute("DELETE FROM relink_queue", [])?;
+        tx.commit()?;
+        outcome.millis = started.elapsed().as_millis();
+        Ok(outcome)
+    }
+}
+
+enum Scope {
+    All,
+    Records(Vec<RecordRef>),
+}
+
+/// Live (not deleted upstream) canonical records: all of them, or those in `only`.
+fn load_live(conn: &Connection, only: Option<&[RecordRef]>) -> Result<Vec<InputRecord>> {
+    let sql = "SELECT c.source, c.external_id, c.kind, c.values_json FROM canonical_record c
+               JOIN source_record s ON s.source = c.source AND s.external_id = c.external_id
+               WHERE s.deleted_at IS NULL";
+    let read = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(String, String, String, String)> {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    };
+    let rows: Vec<(String, String, String, String)> = match only {
+        None => conn
+            .prepare(sql)?
+            .query_map([], read)?
+            .collect::<rusqlite::Result<_>>()?,
+        Some(refs) => {
+            let mut stmt =
+                conn.prepare(&format!("{sql} AND c.source = ?1 AND c.external_id = ?2"))?;
+            let mut rows = Vec::with_capacity(refs.len());
+            for r in refs {
+                if let Some(row) = stmt
+                    .query_row(params![r.source, r.external_id], read)
+                    .optional()?
+                {
+                    rows.push(row);
+                }
+            }
+            rows
+        }
+    };
+    Ok(rows
+        .into_iter()
+        .filter_map(|(source, external_id, kind, values)| {
+            Some(InputRecord {
+                record: RecordRef::new(source, external_id),
+                kind: kind.parse::<SourceKind>().ok()?,
+                values: values_from_json(&values),
+            })
+        })
+        .collect())
+}
+
+/// The stored link of a record: (person, rule, score).
+type StoredLink = (i64, String, Option<f64>);
+
+fn persist(
+    tx: &Connection,
+    clusters: &[Cluster],
+    review: &[Candidate],
+    scope: &Scope,
+    changed_values: &HashSet<RecordRef>,
+    policy: &Policy,
+    outcome: &mut LinkOutcome,
+) -> Result<()> {
+    let now = now_rfc3339();
+    // The stored links of every record in scope.
+    let mut previous: HashMap<RecordRef, StoredLink> = HashMap::new();
+    {
+        let read = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(RecordRef, StoredLink)> {
+            Ok((
+                RecordRef::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                (r.get(2)?, r.get(3)?, r.get(4)?),
+            ))
+        };
+        let sql = "SELECT source, external_id, person_id, rule, score FROM person_link";
+        match scope {
+            Scope::All => {
+                for row in tx.prepare(sql)?.query_map([], read)? {
+                    let (k, v) = row?;
+                    previous.insert(k, v);
+                }
+            }
+            Scope::Records(refs) => {
+                let mut stmt =
+                    tx.prepare(&format!("{sql} WHERE source = ?1 AND external_id = ?2"))?;
+                for r in refs
+                    .iter()
+                    .chain(clusters.iter().flat_map(Cluster::records))
+                {
+                    if let Some((k, v)) = stmt
+                        .query_row(params![r.source, r.external_id], read)
+                        .optional()?
+                    {
+                        previous.insert(k, v);
+                    }
+                }
+            }
+        }
+    }
+    let previous_ids: HashMap<RecordRef, PersonId> = previous
+        .iter()
+        .map(|(k, v)| (k.clone(), PersonId(v.0)))
+        .collect();
+    let members: Vec<Vec<RecordRef>> = clusters
+        .iter()
+        .map(|c| c.records().cloned().collect())
+        .collect();
+    let mut next_id: i64 = tx.query_row(
+        "SELECT next FROM id_sequence WHERE name = 'person'",
+        [],
+        |r| r.get(0),
+    )?;
+    let ids = assign_person_ids(&previous_ids, &members, || {
+        let id = PersonId(next_id);
+        next_id += 1;
+        id
+    });
+    tx.execute(
+        "UPDATE id_sequence SET next = ?1 WHERE name = 'person'",
+        [next_id],
+    )?;
+
+    let mut affected_persons: BTreeSet<i64> = BTreeSet::new();
+    let mut in_clusters: HashSet<&RecordRef> = HashSet::new();
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO person_link (source, external_id, kind, person_id, rule, score, linked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (source, external_id) DO UPDATE SET person_id = excluded.person_id, rule = excluded.rule,
+             score = excluded.score, linked_at = excluded.linked_at",
+    )?;
+    for (cluster, id) in clusters.iter().zip(&ids) {
+        for m in &cluster.members {
+            in_clusters.insert(&m.record);
+            let (rule, score) = match &m.link {
+                Some(l) => (l.rule.as_str().to_string(), Some(l.score)),
+                None if cluster.members.len() == 1 => ("single".to_string(), None),
+                None => ("anchor".to_string(), None),
+            };
+            let new: StoredLink = (id.0, rule, score);
+            let old = previous.get(&m.record);
+            if old.map(|o| (o.0, &o.1)) != Some((new.0, &new.1)) {
+                upsert.execute(params![
+                    m.record.source,
+                    m.record.external_id,
+                    m.kind.as_str(),
+                    new.0,
+                    new.1,
+                    new.2,
+                    now
+                ])?;
+                outcome.links_written += 1;
+                affected_persons.insert(new.0);
+                if let Some(o) = old {
+                    affected_persons.insert(o.0);
+                }
+            } else if changed_values.contains(&m.record) {
+                affected_persons.insert(id.0);
+            }
+        }
+    }
+    // Records in scope that no longer belong to any cluster were deleted upstream.
+    let mut remove =
+        tx.prepare_cached("DELETE FROM person_link WHERE source = ?1 AND external_id = ?2")?;
+    for (record, old) in &previous {
+        if !in_clusters.contains(record) {
+            remove.execute(params![record.source, record.external_id])?;
+            outcome.links_removed += 1;
+            affected_persons.insert(old.0);
+        }
+    }
+
+    // Review pairs and runners-up touching the scope are replaced.
+    match scope {
+        Scope::All => {
+            tx.execute("DELETE FROM link_review", [])?;
+            tx.execute("DELETE FROM link_runner_up", [])?;
+        }
+        Scope::Records(_) => {
+            let mut drop_review = tx.prepare_cached(
+                "DELETE FROM link_review WHERE (source_a = ?1 AND external_id_a = ?2) OR (source_b = ?1 AND external_id_b = ?2)",
+            )?;
+            for r in clusters
+                .iter()
+                .flat_map(Cluster::records)
+                .chain(previous.keys())
+            {
+                drop_review.execute(params![r.source, r.external_id])?;
+            }
+            let mut drop_runner =
+                tx.prepare_cached("DELETE FROM link_runner_up WHERE person_id = ?1")?;
+            for id in ids
+                .iter()
+                .map(|i| i.0)
+                .chain(affected_persons.iter().copied())
+            {
+                drop_runner.execute([id])?;
+            }
+        }
+    }
+    let mut add_review = tx.prepare_cached(
+        "INSERT OR REPLACE INTO link_review (source_a, external_id_a, source_b, external_id_b, score, computed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for c in review {
+        add_review.execute(params![
+            c.record.source,
+            c.record.external_id,
+            c.other.source,
+            c.other.external_id,
+            c.score,
+            now
+        ])?;
+    }
+    let mut add_runner = tx.prepare_cached(
+        "INSERT INTO link_runner_up (person_id, source, external_id, other_source, other_external_id, score, reason, computed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for (cluster, id) in clusters.iter().zip(&ids) {
+        for c in &cluster.runners_up {
+            add_runner.execute(params![
+                id.0,
+                c.record.source,
+                c.record.external_id,
+                c.other.source,
+                c.other.external_id,
+                c.score,
+                c.reason.as_str(),
+                now
+            ])?;
+        }
+    }
+
+    for person_id in affected_persons {
+        if materialize(tx, person_id, policy)? {
+            outcome.persons_written += 1;
+        } else {
+            outcome.persons_removed += 1;
+        }
+    }
+    Ok(())
+}

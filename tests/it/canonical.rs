@@ -1,0 +1,196 @@
+//! Issue 3: one canonical person per human — linking quality against ground truth, stable
+//! person ids, survivorship, overrides.
+
+use caresync::cli::evaluate::measure;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linking_matches_the_ground_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = measure(2000, 3, dir.path()).await.expect("linking runs");
+    let e = &q.evaluation;
+    assert_eq!(
+        e.false_merge_count,
+        0,
+        "false merges: {:?}",
+        &e.false_merges[..e.false_merges.len().min(5)]
+    );
+    assert!(e.precision >= 0.999, "precision {}", e.precision);
+    assert!(
+        e.recall >= 0.98,
+        "recall {} ({} missed, e.g. {:?})",
+        e.recall,
+        e.true_pairs - e.correct_pairs,
+        &e.missed[..e.missed.len().min(5)]
+    );
+    assert!(
+        q.persons < q.records,
+        "records were linked into fewer persons"
+    );
+}
+
+use caresync::source::kind::SourceKind;
+use caresync::sync::Mode;
+
+use crate::support::{Harness, assert_all_succeeded, options};
+
+fn links(h: &Harness) -> Vec<(String, String, i64)> {
+    let db = h.db();
+    let mut s = db
+        .prepare("SELECT source, external_id, person_id FROM person_link ORDER BY 1, 2")
+        .unwrap();
+    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persons_are_stable_and_follow_upstream_changes() {
+    let h = Harness::start(options(400), "").await;
+    assert_all_succeeded(&h.run(Mode::Backfill).await);
+    let first = links(&h);
+    let live = h.count("SELECT count(*) FROM source_record WHERE deleted_at IS NULL");
+    assert_eq!(
+        first.len() as i64,
+        live,
+        "every live record is linked to a person"
+    );
+    assert_eq!(h.count("SELECT count(*) FROM person p WHERE NOT EXISTS (SELECT 1 FROM person_link l WHERE l.person_id = p.person_id)"), 0);
+    assert_eq!(h.count("SELECT count(*) FROM relink_queue"), 0);
+
+    // Nothing changed upstream: nothing is re-linked and every id stays.
+    let report = h.run_report(Mode::Sync, Vec::new()).await;
+    assert_eq!(report.link.as_ref().unwrap().queued, 0);
+    assert_eq!(links(&h), first);
+
+    // A resident changes her preferred name upstream: her person follows, ids stay.
+    let state = h.sims.state();
+    let resident = state.keys(SourceKind::CarehqServiceUsers)[3].clone();
+    assert!(state.update_field(
+        SourceKind::CarehqServiceUsers,
+        &resident,
+        "preferred_name",
+        serde_json::json!("Queenie")
+    ));
+    let report = h.run_report(Mode::Sync, Vec::new()).await;
+    let link = report.link.as_ref().unwrap();
+    assert_eq!(link.queued, 1, "only the changed record is re-linked");
+    assert_eq!(links(&h), first);
+    let person: i64 = h
+        .db()
+        .query_row("SELECT person_id FROM person_link WHERE source = 'carehq_residents' AND external_id = ?1", [&resident], |r| r.get(0))
+        .unwrap();
+    let (preferred, source): (String, String) = h
+        .db()
+        .query_row(
+            "SELECT p.preferred_name, f.source FROM person p JOIN field_provenance f ON f.person_id = p.person_id AND f.field = 'preferred_name' WHERE p.person_id = ?1",
+            [person],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (preferred.as_str(), source.as_str()),
+        ("Queenie", "carehq_residents")
+    );
+
+    // A record deleted upstream leaves its person (and the person goes if it was its only record).
+    assert!(state.delete(SourceKind::CarehqServiceUsers, &resident));
+    assert_all_succeeded(&h.run(Mode::Backfill).await);
+    assert_eq!(
+        h.count(&format!("SELECT count(*) FROM person_link WHERE source = 'carehq_residents' AND external_id = '{resident}'")),
+        0
+    );
+    let after = links(&h);
+    let unchanged = first
+        .iter()
+        .filter(|l| l.1 != resident)
+        .filter(|l| after.contains(l))
+        .count();
+    assert_eq!(
+        unchanged,
+        first.len() - 1,
+        "other records keep their persons"
+    );
+    h.sims.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_override_wins_and_is_explained() {
+    let h = Harness::start(options(300), "").await;
+    assert_all_succeeded(&h.run(Mode::Backfill).await);
+    let person: i64 = h
+        .db()
+        .query_row(
+            "SELECT person_id FROM v_person WHERE linked_records >= 2 ORDER BY person_id LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let (ok, out, err) = h.cli(&[
+        "set",
+        &person.to_string(),
+        "mobile=07700 900123",
+        "--reason",
+        "daughter phoned with the new number",
+        "--actor",
+        "test",
+    ]);
+    assert!(ok, "set failed: {err}");
+    assert!(out.contains("mobile overridden"), "{out}");
+    let check = |h: &Harness| -> (String, String, String) {
+        h.db()
+            .query_row(
+                "SELECT p.mobile, f.source, f.rule FROM person p JOIN field_provenance f ON f.person_id = p.person_id AND f.field = 'mobile' WHERE p.person_id = ?1",
+                [person],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap()
+    };
+    assert_eq!(
+        check(&h),
+        (
+            "+447700900123".into(),
+            "operator".into(),
+            "operator_override".into()
+        )
+    );
+    // It survives later runs, and it is audited.
+    assert_all_succeeded(&h.run(Mode::Backfill).await);
+    assert_eq!(check(&h).0, "+447700900123");
+    assert_eq!(h.count(&format!("SELECT count(*) FROM operator_override WHERE person_id = {person} AND actor = 'test' AND superseded_at IS NULL")), 1);
+
+    let (ok, out, err) = h.cli(&["explain", &person.to_string()]);
+    assert!(ok, "explain failed: {err}");
+    for expected in [
+        "linked records:",
+        "runner-up candidates",
+        "where each value came from:",
+        "mobile",
+        "operator/ by operator_override",
+        "daughter phoned",
+    ] {
+        assert!(out.contains(expected), "`{expected}` missing from:\n{out}");
+    }
+    let external: String = h
+        .db()
+        .query_row(
+            "SELECT external_id FROM person_link WHERE person_id = ?1 LIMIT 1",
+            [person],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(out.contains(&external), "{out}");
+
+    // Bad input is refused with a reason.
+    let (ok, _, err) = h.cli(&[
+        "set",
+        &person.to_string(),
+        "nhs_number=1234567890",
+        "--reason",
+        "x",
+    ]);
+    assert!(!ok && err.contains("nhs_number"), "{err}");
+    let (ok, _, err) = h.cli(&["set", "999999", "mobile=07700900123", "--reason", "x"]);
+    assert!(!ok && err.contains("no person 999999"), "{err}");
+    h.sims.shutdown().await;
+}
