@@ -2,11 +2,15 @@
 
 mod bench;
 mod check;
+mod daemon;
 pub mod demo;
 pub mod evaluate;
 pub mod extract;
+mod forget;
 mod person;
 mod simulate;
+mod status;
+mod writeback;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,8 +62,18 @@ pub enum Command {
     Explain(person::ExplainArgs),
     /// Correct a person's field; the override wins survivorship, is audited, and is pushed to linked systems.
     Set(person::SetArgs),
+    /// Show the writes that would bring each writable source in line with the canonical persons.
+    Plan(writeback::PlanArgs),
+    /// Apply the plan: create and update records in the sources, safely (conflicts, no duplicate creates).
+    Push(writeback::PushArgs),
     /// Link a simulated care group and score the links against the simulator's ground truth.
     Evaluate(evaluate::EvaluateArgs),
+    /// Sync each source on its `schedule` until SIGTERM; optional /healthz and /metrics (`[daemon] listen`).
+    Daemon,
+    /// Show each source's last and next run, watermark and errors, writes waiting, conflicts, mapping failures.
+    Status(status::StatusArgs),
+    /// Erase a person's data from the store (raw records, canonical rows, links, outbox), leaving an audit entry.
+    Forget(forget::ForgetArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -75,6 +89,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Evaluate(args) => evaluate::run(args).await,
+        Command::Daemon => daemon::run(load_config(&cli.config)?).await,
+        Command::Status(args) => status::run(&load_config(&cli.config)?, args).await,
+        Command::Forget(args) => forget::run(&load_config(&cli.config)?, args).await,
+        Command::Plan(args) => writeback::plan(load_config(&cli.config)?, args).await,
+        Command::Push(args) => writeback::push(load_config(&cli.config)?, args).await,
         Command::Explain(args) => person::explain(&load_config(&cli.config)?, args).await,
         Command::Set(args) => person::set(&load_config(&cli.config)?, args).await,
     }

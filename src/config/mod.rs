@@ -132,6 +132,17 @@ impl SourceConfig {
     }
 }
 
+/// What caresync writes to one source.
+#[derive(Debug, Clone, Default)]
+pub struct PushPolicy {
+    /// Canonical fields kept in line with the canonical person. Empty: nothing is written.
+    pub fields: Vec<crate::model::Field>,
+    /// Create the record in this source for people who lack one there.
+    pub create: bool,
+    /// Source-side fields sent with every create (CareHQ: location, funding_type, service, day_care_use).
+    pub create_defaults: BTreeMap<String, serde_json::Value>,
+}
+
 /// HTTP behaviour shared by every source.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
@@ -157,6 +168,18 @@ impl Default for HttpSettings {
     }
 }
 
+/// The daemon's own settings (`[daemon]`).
+#[derive(Debug, Clone, Default)]
+pub struct DaemonSettings {
+    /// Where `/healthz` and `/metrics` are served; `None`: not served.
+    pub listen: Option<std::net::SocketAddr>,
+    /// A scheduled source is unhealthy when it has not succeeded for this long.
+    /// `None`: three times its schedule's interval, at least five minutes.
+    pub health_window: Option<Duration>,
+    /// When `push` runs (cron with seconds); `None`: not scheduled.
+    pub push_schedule: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub file: PathBuf,
@@ -165,9 +188,13 @@ pub struct Config {
     pub mappings_dir: Option<PathBuf>,
     /// Identity resolution thresholds (`[matching]`).
     pub matching: crate::identity::MatchConfig,
+    /// What is written back to each source (`[push.<source>]`); sources absent get nothing.
+    pub push: BTreeMap<String, PushPolicy>,
     /// Which source's value each canonical field takes (`[survivorship]`).
     pub survivorship: crate::person::survivorship::Policy,
     pub http: HttpSettings,
+    /// `[daemon]`: health and metrics listener, health window, push schedule.
+    pub daemon: DaemonSettings,
     /// In name order.
     pub sources: Vec<SourceConfig>,
 }
@@ -242,6 +269,8 @@ pub fn parse(text: &str, file: &Path, env: EnvLookup<'_>) -> Result<Config, Conf
             "mappings",
             "matching",
             "survivorship",
+            "push",
+            "daemon",
         ],
     );
     let matching = v.matching(&table);
@@ -261,6 +290,7 @@ pub fn parse(text: &str, file: &Path, env: EnvLookup<'_>) -> Result<Config, Conf
     .unwrap_or_else(|| folder.join("caresync.db"));
 
     let http = v.http(&table);
+    let daemon = v.daemon(&table);
 
     let mut sources = Vec::new();
     match table.get("sources") {
@@ -285,6 +315,23 @@ pub fn parse(text: &str, file: &Path, env: EnvLookup<'_>) -> Result<Config, Conf
         Some(_) => v.problem("sources", "must be a table of [sources.<name>] tables"),
     }
 
+    // Push tables are checked against the source tables as written, so a source with its
+    // own problems is not also reported as missing here.
+    let declared: Vec<(String, Option<SourceKind>)> = match table.get("sources") {
+        Some(Value::Table(all)) => all
+            .iter()
+            .map(|(name, t)| {
+                let kind = t
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .and_then(|k| k.parse().ok());
+                (name.clone(), kind)
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let push = v.push(&table, &declared);
+
     if v.problems.is_empty() {
         Ok(Config {
             file: file.to_path_buf(),
@@ -292,7 +339,9 @@ pub fn parse(text: &str, file: &Path, env: EnvLookup<'_>) -> Result<Config, Conf
             mappings_dir,
             matching,
             survivorship,
+            push,
             http,
+            daemon,
             sources,
         })
     } else {
@@ -425,6 +474,39 @@ impl Validator {
         http
     }
 
+    fn daemon(&mut self, root: &Table) -> DaemonSettings {
+        let mut d = DaemonSettings::default();
+        let Some(t) = self.table(root, "daemon") else {
+            return d;
+        };
+        self.unknown_keys("daemon", t, &["listen", "health_window", "push_schedule"]);
+        if let Some(listen) = self.string(t, "daemon", "listen") {
+            match listen.parse::<std::net::SocketAddr>() {
+                Ok(addr) => d.listen = Some(addr),
+                Err(_) => self.problem(
+                    "daemon.listen",
+                    format!("`{listen}` is not an address and port such as \"127.0.0.1:9464\""),
+                ),
+            }
+        }
+        if let Some(window) = self.string(t, "daemon", "health_window") {
+            match parse_duration(&window) {
+                Some(w) => d.health_window = Some(w),
+                None => self.problem(
+                    "daemon.health_window",
+                    format!("`{window}` is not a duration such as \"90s\", \"30m\" or \"2h\""),
+                ),
+            }
+        }
+        if let Some(schedule) = self.string(t, "daemon", "push_schedule") {
+            match crate::daemon::schedule::validate(&schedule) {
+                Ok(()) => d.push_schedule = Some(schedule),
+                Err(e) => self.problem("daemon.push_schedule", e),
+            }
+        }
+        d
+    }
+
     fn float(&mut self, table: &Table, at: &str, key: &str) -> Option<f64> {
         match table.get(key) {
             None => None,
@@ -435,6 +517,93 @@ impl Validator {
                 None
             }
         }
+    }
+
+    fn push(
+        &mut self,
+        root: &Table,
+        sources: &[(String, Option<SourceKind>)],
+    ) -> BTreeMap<String, PushPolicy> {
+        let mut out = BTreeMap::new();
+        let Some(all) = self.table(root, "push") else {
+            return out;
+        };
+        for (name, value) in all {
+            let at = format!("push.{name}");
+            let Some(t) = value.as_table() else {
+                self.problem(&at, "must be a table");
+                continue;
+            };
+            self.unknown_keys(&at, t, &["fields", "create", "create_defaults"]);
+            match sources.iter().find(|(n, _)| n == name) {
+                None => {
+                    self.problem(&at, "there is no [sources.NAME] of that name");
+                    continue;
+                }
+                Some((_, Some(SourceKind::CarehqUsers))) => {
+                    self.problem(
+                        &at,
+                        "CareHQ users are read-only: nothing can be pushed to them",
+                    );
+                    continue;
+                }
+                Some(_) => {}
+            }
+            let mut fields = Vec::new();
+            match t.get("fields") {
+                None => {}
+                Some(Value::Array(list)) => {
+                    for f in list {
+                        match f.as_str().and_then(crate::model::Field::from_name) {
+                            Some(field) => fields.push(field),
+                            None => self.problem(
+                                &format!("{at}.fields"),
+                                format!("{f} is not a canonical field"),
+                            ),
+                        }
+                    }
+                }
+                Some(_) => self.problem(
+                    &format!("{at}.fields"),
+                    "must be a list of canonical field names",
+                ),
+            }
+            let create = self.boolean(t, &at, "create").unwrap_or(false);
+            let mut create_defaults = BTreeMap::new();
+            match t.get("create_defaults") {
+                None => {}
+                Some(Value::Table(d)) => {
+                    for (k, v) in d {
+                        let json = match v {
+                            Value::String(s) => serde_json::Value::String(s.clone()),
+                            Value::Boolean(b) => serde_json::Value::Bool(*b),
+                            Value::Integer(i) => serde_json::Value::from(*i),
+                            _ => {
+                                self.problem(
+                                    &format!("{at}.create_defaults.{k}"),
+                                    "must be a string, number or boolean",
+                                );
+                                continue;
+                            }
+                        };
+                        create_defaults.insert(k.clone(), json);
+                    }
+                }
+                Some(_) => self.problem(
+                    &format!("{at}.create_defaults"),
+                    "must be a table of source field = value",
+                ),
+            }
+            out.insert(
+                name.clone(),
+                PushPolicy {
+                    fields,
+                    create,
+                    create_defaults,
+                },
+            );
+        }
+        out
     }
 
     fn matching(&mut self, root: &Table) -> crate::identity::MatchConfig {
@@ -597,6 +766,9 @@ impl Validator {
                     }
                 });
         let schedule = self.string(t, at, "schedule");
+        if let Some(Err(e)) = schedule.as_deref().map(crate::daemon::schedule::validate) {
+            self.problem(&format!("{at}.schedule"), e);
+        }
         let deletion_sweep_every = self
             .integer(t, at, "deletion_sweep_every", 0, 10_000)
             .map_or(1, |n| n as u32);
@@ -672,6 +844,22 @@ impl Validator {
         }
         Some(url)
     }
+}
+
+/// "90s", "30m", "2h", "1d" (a positive whole number and a unit).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().ok().filter(|n| *n > 0)?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
 }
 
 fn is_loopback(url: &Url) -> bool {

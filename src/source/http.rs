@@ -55,6 +55,10 @@ pub enum FetchError {
     /// The API's request quota is used up for now (PACE's daily quota).
     #[error("request quota exhausted: {reason}")]
     QuotaExhausted { reason: String },
+    /// A write's request may have reached the API but its answer was lost: it is not sent
+    /// again here (that could create a record twice); write-back's outbox settles it.
+    #[error("the answer to a write was lost ({reason}); it may or may not have been applied")]
+    Uncertain { reason: String },
     /// Transient failures went on past the retry budget.
     #[error("gave up after {attempts} attempts; last problem: {last}")]
     GaveUp { attempts: usize, last: String },
@@ -69,6 +73,7 @@ impl FetchError {
             } => "auth",
             FetchError::Refused { .. } => "http_refused",
             FetchError::QuotaExhausted { .. } => "quota_exhausted",
+            FetchError::Uncertain { .. } => "write_uncertain",
             FetchError::GaveUp { .. } => "retries_exhausted",
         }
     }
@@ -123,6 +128,8 @@ enum Attempt<T> {
         kind: &'static str,
         message: String,
         wait: Option<Duration>,
+        /// Whether the request may have reached the API.
+        sent: bool,
     },
     Throttled {
         wait: Duration,
@@ -204,7 +211,11 @@ impl HttpClient {
                     kind,
                     message,
                     wait,
+                    sent,
                 } => {
+                    if sent && !is_read(&spec.method) {
+                        return Err(FetchError::Uncertain { reason: message });
+                    }
                     let Some(delay) = delays.next() else {
                         return Err(FetchError::GaveUp {
                             attempts,
@@ -252,6 +263,7 @@ impl HttpClient {
                     kind,
                     message: transport_message(&e),
                     wait: None,
+                    sent: !e.is_connect(),
                 };
             }
         };
@@ -264,6 +276,7 @@ impl HttpClient {
                     kind: "transport",
                     message: transport_message(&e),
                     wait: None,
+                    sent: true,
                 };
             }
         };
@@ -276,6 +289,7 @@ impl HttpClient {
                     kind: "malformed_body",
                     message: redact(&reason),
                     wait: None,
+                    sent: true,
                 },
                 Err(e) => Attempt::Fail(FetchError::Refused {
                     status: status.as_u16(),
@@ -300,6 +314,7 @@ impl HttpClient {
                 kind: "http_status",
                 message: format!("HTTP {}: {reason}", s.as_u16()),
                 wait: None,
+                sent: true,
             },
             s => Attempt::Fail(FetchError::Refused {
                 status: s.as_u16(),
@@ -533,6 +548,11 @@ pub fn api_reason(body: &[u8]) -> Option<String> {
         }
     }
     (!parts.is_empty()).then(|| redact(&parts.join("; ")))
+}
+
+/// Reads may be repeated freely; writes may not.
+fn is_read(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD)
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
     Migrations::new(vec![
         M::up(include_str!("../../schema/0001_extraction.sql")),
         M::up(include_str!("../../schema/0002_canonical.sql")),
+        M::up(include_str!("../../schema/0003_writeback.sql")),
+        M::up(include_str!("../../schema/0004_operations.sql")),
     ])
 });
 

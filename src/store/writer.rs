@@ -300,7 +300,12 @@ fn write_page(tx: &rusqlite::Transaction<'_>, page: &PageWrite, now: &str) -> Re
          WHERE source = ?1 AND external_id = ?2",
     )?;
     let source: &str = &page.source;
+    // Records erased by `caresync forget` are not stored again (see daemon::erasure).
+    let suppressed = crate::daemon::erasure::suppressed(tx, source, &page.records)?;
     for record in &page.records {
+        if suppressed.contains(&record.external_id) {
+            continue;
+        }
         let existing: Option<(String, i64, bool, Option<String>)> = lookup
             .query_row(params![source, record.external_id], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))

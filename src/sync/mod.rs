@@ -9,6 +9,7 @@ pub mod paginate;
 pub mod progress;
 pub mod report;
 
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,8 @@ pub enum RunStatus {
     Succeeded,
     Failed,
     QuotaExhausted,
+    /// Stopped at a page boundary because the process is shutting down (the daemon's stop flag).
+    Interrupted,
 }
 
 impl RunStatus {
@@ -54,6 +57,7 @@ impl RunStatus {
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::QuotaExhausted => "quota_exhausted",
+            RunStatus::Interrupted => "interrupted",
         }
     }
 }
@@ -90,6 +94,10 @@ pub struct Pipeline {
     budgets: Budgets,
     mappings: mapping::Mappings,
     linker: Arc<Mutex<Linker>>,
+    /// Set to stop: scans end before their next page is stored, and linking is skipped.
+    stop: Arc<AtomicBool>,
+    /// The last `erasure_log` id the link index has seen (`caresync forget` in another process).
+    erasures_seen: Arc<AtomicI64>,
 }
 
 /// What one run did: each source's extraction, then linking.
@@ -123,23 +131,73 @@ impl Pipeline {
             budgets: Budgets::default(),
             linker: Arc::new(Mutex::new(Linker::new(config_match, config_policy))),
             mappings,
+            stop: Arc::default(),
+            erasures_seen: Arc::default(),
         })
+    }
+
+    /// The flag that stops runs at their next checkpoint (the daemon sets it on SIGTERM).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
     }
 
     /// Reads the sources, then links what changed.
     pub async fn run(&self, options: &RunOptions) -> Result<RunReport> {
         let sources = self.extract(options).await?;
-        let link = self.link().await;
+        let link = if self.stop.load(Ordering::SeqCst) {
+            // The queue is kept in the store; the next run links it.
+            Err("skipped: shutting down".to_string())
+        } else {
+            self.link().await
+        };
         Ok(RunReport { sources, link })
+    }
+
+    /// The writes that would bring each writable source in line with the canonical persons.
+    pub async fn plan(&self) -> Result<crate::sink::plan::Plan> {
+        self.link().await.map_err(anyhow::Error::msg)?;
+        let (config, mappings) = (self.config.clone(), self.mappings.clone());
+        tokio::task::spawn_blocking(move || {
+            let conn = crate::store::open_read_only(&config.store_path)?;
+            crate::sink::plan::compute(&conn, &config, &mappings)
+        })
+        .await?
+    }
+
+    /// Applies a plan through the loaders, then links what the writes changed.
+    pub async fn push(
+        &self,
+        plan: &crate::sink::plan::Plan,
+    ) -> Result<crate::sink::push::PushReport> {
+        let mut names: Vec<String> = plan.writes.iter().map(|w| w.source.clone()).collect();
+        names.sort();
+        names.dedup();
+        if names.is_empty() {
+            return Ok(crate::sink::push::PushReport::default());
+        }
+        let sources = build_sources(&self.config, &names, &self.budgets, Some(&self.mappings))?;
+        let report = crate::sink::push::apply(&self.writer, &sources, plan).await?;
+        self.link().await.map_err(anyhow::Error::msg)?;
+        Ok(report)
     }
 
     /// Links the records whose canonical form changed since the last link (the queue).
     pub async fn link(&self) -> Result<LinkOutcome, String> {
-        let linker = self.linker.clone();
+        let (linker, seen) = (self.linker.clone(), self.erasures_seen.clone());
+        let (matching, policy) = (
+            self.config.matching.clone(),
+            self.config.survivorship.clone(),
+        );
         let outcome = self
             .writer
             .call(move |conn| {
                 let mut linker = linker.lock().unwrap_or_else(|p| p.into_inner());
+                // After `caresync forget`, the in-memory index may hold erased records: rebuild
+                // it from the store rather than link (and so restore) them.
+                let erasures = crate::daemon::erasure::generation(conn)?;
+                if seen.swap(erasures, Ordering::SeqCst) != erasures {
+                    *linker = Linker::new(matching, policy);
+                }
                 linker.link_pending(conn)
             })
             .await
@@ -170,7 +228,8 @@ impl Pipeline {
         let runs = sources.into_iter().map(|source| {
             let bar = options.progress.source(source.name());
             let writer = self.writer.clone();
-            async move { run_source(source, writer, options.mode, concurrency, bar).await }
+            let stop = self.stop.clone();
+            async move { run_source(source, writer, options.mode, concurrency, bar, stop).await }
         });
         Ok(futures::future::join_all(runs).await)
     }
@@ -194,6 +253,7 @@ async fn run_source(
     mode: Mode,
     concurrency: usize,
     bar: SourceProgress,
+    stop: Arc<AtomicBool>,
 ) -> SourceOutcome {
     let started = Instant::now();
     let name: Arc<str> = Arc::from(source.name());
@@ -240,6 +300,7 @@ async fn run_source(
         shift: ShiftWatch::default(),
         hold_watermark: false,
         mapping_hash: source.mapping.as_ref().map(|m| m.hash.clone()),
+        stop: stop.clone(),
     };
     let scanned = scan_source(&source, &plan, concurrency, &mut sink).await;
     let committed = sink.settle().await;
@@ -249,6 +310,13 @@ async fn run_source(
 
     let (status, error) = match (scanned, committed) {
         (Ok(()), Ok(())) => (RunStatus::Succeeded, None),
+        (Err(_), Ok(())) if stop.load(Ordering::SeqCst) => (
+            RunStatus::Interrupted,
+            Some((
+                "interrupted",
+                "stopped at shutdown; the next run resumes from the checkpoint".to_string(),
+            )),
+        ),
         (_, Err(e)) => (RunStatus::Failed, Some(("store", format!("{e:#}")))),
         (
             Err(
@@ -330,6 +398,7 @@ struct StoreSink {
     shift: ShiftWatch,
     hold_watermark: bool,
     mapping_hash: Option<Arc<str>>,
+    stop: Arc<AtomicBool>,
 }
 
 /// Signs that records were added, removed or re-sorted upstream while we paged: the total
@@ -528,34 +597,15 @@ async fn fetch_and_store(
     sink: &mut StoreSink,
     ids: &[String],
 ) -> Result<u64, ScanError> {
-    let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
-    let mut found = 0u64;
-    for lookup in source.api.lookups(ids) {
-        let request = lookup.clone();
-        let parse = source.parser(move |api, body| api.parse_lookup(&request, body));
-        let answer = source.http.execute(&lookup.spec, parse).await;
-        let page = match answer {
-            Ok(page) => page,
-            Err(crate::source::http::FetchError::Refused { status: 404, .. }) if lookup.single => {
-                continue;
-            }
-            Err(error) => {
-                return Err(ScanError::Fetch {
-                    position: "looking up records by key".into(),
-                    error,
-                });
-            }
-        };
-        let records: Vec<_> = page
-            .records
-            .into_iter()
-            .filter(|r| wanted.contains(r.external_id.as_str()))
-            .collect();
-        if records.is_empty() {
-            continue;
-        }
-        found += records.len() as u64;
-        sink.counts.records_seen += records.len() as u64;
+    let records = read_by_keys(source, ids)
+        .await
+        .map_err(|error| ScanError::Fetch {
+            position: "looking up records by key".into(),
+            error,
+        })?;
+    let found = records.len() as u64;
+    if found > 0 {
+        sink.counts.records_seen += found;
         let rx = sink
             .writer
             .write_page(PageWrite {
@@ -571,6 +621,67 @@ async fn fetch_and_store(
         sink.pending.push(rx);
     }
     Ok(found)
+}
+
+/// Reads records by key through the source's lookups, parsed and mapped; records the API
+/// no longer has are simply absent.
+pub async fn read_by_keys(
+    source: &Source,
+    ids: &[String],
+) -> Result<Vec<crate::store::StoredRecord>, crate::source::http::FetchError> {
+    let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let mut found = Vec::new();
+    for lookup in source.api.lookups(ids) {
+        let request = lookup.clone();
+        let parse = source.parser(move |api, body| api.parse_lookup(&request, body));
+        match source.http.execute(&lookup.spec, parse).await {
+            Ok(page) => found.extend(
+                page.records
+                    .into_iter()
+                    .filter(|r| wanted.contains(r.external_id.as_str())),
+            ),
+            Err(crate::source::http::FetchError::Refused { status: 404, .. }) if lookup.single => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(found)
+}
+
+/// Stores records read outside a scan (write-back's re-reads), as seen by the source's
+/// current scan so they are not taken for deleted; they are re-mapped and re-linked.
+pub async fn store_outside_scan(
+    writer: &Writer,
+    source: &Source,
+    records: Vec<crate::store::StoredRecord>,
+) -> Result<PageCounts> {
+    let name: Arc<str> = Arc::from(source.name());
+    let scan_id = {
+        let name = name.clone();
+        writer
+            .call(move |conn| {
+                Ok(conn
+                    .query_row(
+                        "SELECT scan_id FROM sync_state WHERE source = ?1",
+                        [&*name],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .optional()?
+                    .unwrap_or(0))
+            })
+            .await?
+    };
+    let rx = writer
+        .write_page(PageWrite {
+            source: name,
+            kind: source.config.kind.as_str(),
+            scan_id,
+            records,
+            mapping_hash: source.mapping.as_ref().map(|m| m.hash.clone()),
+            checkpoint: None,
+        })
+        .await?;
+    rx.await
+        .map_err(|_| anyhow::anyhow!("the store writer stopped"))?
 }
 
 impl StoreSink {
@@ -605,6 +716,9 @@ impl StoreSink {
 
 impl PageSink for StoreSink {
     async fn accept(&mut self, fetched: Position, page: Page, next: Position) -> Result<()> {
+        if self.stop.load(Ordering::SeqCst) {
+            anyhow::bail!("interrupted: shutting down");
+        }
         self.shift.observe(&page);
         self.pages_done += 1;
         self.counts.pages += 1;

@@ -3,5 +3,7 @@
 
 mod canonical;
 mod extraction;
+mod operations;
 mod reliability;
 mod support;
+mod writeback;
