@@ -83,6 +83,8 @@ struct Daemon {
     metrics: Metrics,
     running: BTreeMap<String, Arc<AtomicBool>>,
     stopping: AtomicBool,
+    /// Whether a push is running.
+    pushing: Arc<AtomicBool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -126,6 +128,56 @@ impl Daemon {
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         tasks.retain(|t| !t.is_finished());
         tasks.push(handle);
+    }
+
+    /// A push tick: the same plan and push as `caresync push --yes`, never two at once.
+    fn tick_push(self: &Arc<Self>) {
+        if self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        if self
+            .pushing
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            tracing::warn!("push tick skipped: the previous push is still going");
+            return;
+        }
+        let guard = RunningGuard(self.pushing.clone());
+        let daemon = self.clone();
+        let handle = tokio::spawn(async move {
+            let _guard = guard;
+            daemon.run_push().await;
+        });
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle);
+    }
+
+    async fn run_push(&self) {
+        let plan = match self.pipeline.plan().await {
+            Ok(plan) => plan,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "push could not plan");
+                return;
+            }
+        };
+        if plan.writes.is_empty() {
+            tracing::debug!(refused = plan.refused.len(), "push: nothing to write");
+            return;
+        }
+        match self.pipeline.push(&plan).await {
+            Ok(r) => tracing::info!(
+                planned = plan.writes.len(),
+                succeeded = r.succeeded,
+                found_existing = r.found_existing,
+                conflicts = r.conflicts.len(),
+                failed = r.failed.len(),
+                held = r.held,
+                "push finished"
+            ),
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "push failed"),
+        }
     }
 
     async fn run_source(&self, source: String) {
@@ -184,13 +236,7 @@ pub async fn run(config: Config) -> Result<ExitCode> {
     let store = Store::open(&config.store_path)?;
     let seeded = last_successes(&store)?;
     let listen = config.daemon.listen;
-    if let Some(schedule) = &config.daemon.push_schedule {
-        // TODO(push): schedule `push` through its own pipeline entry point once it lands.
-        tracing::warn!(
-            schedule = %schedule,
-            "daemon.push_schedule is set, but this build does not schedule push yet"
-        );
-    }
+    let push_schedule = config.daemon.push_schedule.clone();
     let pipeline = Pipeline::new(config, &store)?;
     let metrics = Metrics::new(
         &scheduled
@@ -206,6 +252,7 @@ pub async fn run(config: Config) -> Result<ExitCode> {
             .map(|s| (s.source.clone(), Arc::new(AtomicBool::new(false))))
             .collect(),
         stopping: AtomicBool::new(false),
+        pushing: Arc::new(AtomicBool::new(false)),
         tasks: Mutex::new(Vec::new()),
     });
     let started_at = now_rfc3339();
@@ -241,6 +288,19 @@ pub async fn run(config: Config) -> Result<ExitCode> {
             health_window_secs = s.window.as_secs(),
             "scheduled"
         );
+    }
+    if let Some(schedule) = push_schedule {
+        let d = daemon.clone();
+        let job = Job::new_async(schedule.as_str(), move |_, _| {
+            d.tick_push();
+            Box::pin(async {})
+        })
+        .with_context(|| format!("push: cannot schedule `{schedule}`"))?;
+        scheduler
+            .add(job)
+            .await
+            .context("push: cannot schedule it")?;
+        tracing::info!(schedule = %schedule, "push scheduled");
     }
     scheduler
         .start()

@@ -619,7 +619,16 @@ fn run_with_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, St
 /// names, emails, phone, NI or NHS numbers appears in any log line or output.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_at_debug_level_carry_no_personal_data() {
-    let h = Harness::start(options(300), &format!("page_size = 20\n{EVERY_SECOND}")).await;
+    // Write-back everywhere, from the CLI and from the daemon's own push schedule.
+    let push = "[daemon]\npush_schedule = \"*/1 * * * * *\"\n[push.carehq_residents]\nfields = [\"mobile\"]\n\
+                [push.marketplace]\nfields = [\"mobile\"]\n[push.care360]\nfields = [\"mobile\"]\n[push.pace]\nfields = [\"mobile\"]\n";
+    let h = Harness::start_with(
+        options(300),
+        Some("1000/1s"),
+        &format!("page_size = 20\n{EVERY_SECOND}"),
+        |t| t + push,
+    )
+    .await;
     h.sims.state().set_faults(FaultConfig {
         seed: 21,
         error_rate: 0.05,
@@ -649,8 +658,28 @@ async fn logs_at_debug_level_carry_no_personal_data() {
     );
     captured.push(("sync json stderr".into(), err));
     captured.push(("sync stdout".into(), out));
-    // TODO(lead): once push is final, add `set` + `push --yes` here (with a [push.<source>]
-    // table in the config) and capture its stderr/stdout the same way.
+    // `plan` and `push` show values on stdout by design (the operator's diff); their logs
+    // (stderr) must not.
+    let person: i64 = h
+        .db()
+        .query_row("SELECT min(person_id) FROM person", [], |r| r.get(0))
+        .unwrap();
+    let (ok, _, err) = run_with_env(
+        &h.config.file,
+        &[
+            "set",
+            &person.to_string(),
+            "mobile=07700900321",
+            "--reason",
+            "pii test",
+        ],
+        &debug,
+    );
+    assert!(ok, "set failed:\n{err}");
+    captured.push(("set stderr".into(), err));
+    let (_, _, err) = run_with_env(&h.config.file, &["push", "--yes"], &debug);
+    assert!(err.contains("write finished"), "push wrote nothing:\n{err}");
+    captured.push(("push stderr".into(), err));
     let log = h._dir.path().join("daemon.log");
     let mut child = spawn_daemon(&h.config.file, &log, &debug);
     tokio::time::sleep(Duration::from_secs(3)).await;
