@@ -43,7 +43,9 @@ CREATE TABLE sync_error (
     at           TEXT NOT NULL,
     page         TEXT,                      -- page number or cursor position, when it is about a page
     external_id  TEXT,                      -- when it is about one record
-    kind         TEXT NOT NULL,             -- a bounded set: http_status, transport, malformed_page, missing_key, pagination_loop, ...
+    kind         TEXT NOT NULL,             -- a bounded set: http_status, transport, timeout, malformed_body, throttled,
+                                            -- auth, http_refused, retries_exhausted, quota_exhausted, write_uncertain,
+                                            -- pagination_loop, page_shift, missing_key, store, interrupted
     message      TEXT NOT NULL
 );
 CREATE INDEX sync_error_by_run ON sync_error (run_id);
@@ -58,7 +60,8 @@ CREATE TABLE sync_state (
     pages_done        INTEGER NOT NULL DEFAULT 0,
     complete          INTEGER NOT NULL DEFAULT 0,
     scan_watermark    TEXT,                 -- newest `modified` seen by the current scan
-    watermark         TEXT,                 -- newest `modified` of the last completed scan (incremental reads start here)
+    watermark         TEXT,                 -- newest `modified` of the last completed scan (incremental reads start here),
+                                            -- in the API's own format (CareHQ: YYYY-MM-DD HH:MM:SS, UTC)
     last_complete_at  TEXT,                 -- when a full scan (or a CareHQ id sweep) last completed
     syncs_since_sweep INTEGER NOT NULL DEFAULT 0  -- CareHQ: incremental syncs since the last id sweep
 );

@@ -150,8 +150,9 @@ CREATE TABLE person_link (
     external_id  TEXT NOT NULL,
     kind         TEXT NOT NULL,
     person_id    INTEGER NOT NULL REFERENCES person (person_id) DEFERRABLE INITIALLY DEFERRED,
-    rule         TEXT NOT NULL,           -- e.g. nhs_number, email, name_dob, probabilistic, single
-    score        REAL,                    -- the match weight, for probabilistic links
+    rule         TEXT NOT NULL,           -- nhs_number, name_birth_date, email, probabilistic, unique_candidate;
+                                          -- anchor (first record of a person), single (a person of one record)
+    score        REAL,                    -- the match weight of the pair that linked it; NULL for anchor and single
     linked_at    TEXT NOT NULL,
     PRIMARY KEY (source, external_id)
 );
@@ -163,19 +164,20 @@ CREATE TABLE field_provenance (
     field        TEXT NOT NULL,           -- canonical field name, e.g. mobile, service_user.status
     source       TEXT NOT NULL,           -- a source name, or 'operator' for an override
     external_id  TEXT,                    -- the record it came from (NULL for an override)
-    observed_at  TEXT NOT NULL,           -- when caresync saw that value
+    observed_at  TEXT NOT NULL,           -- when caresync mapped that value (canonical_record.mapped_at), or the override's time
     rule         TEXT NOT NULL,           -- survivorship rule that chose it
     PRIMARY KEY (person_id, field)
 );
 
--- Operator corrections (`caresync set`): they win survivorship; audited, never deleted.
+-- Operator corrections (`caresync set`): they win survivorship; audited, and deleted only by
+-- `caresync forget` (which leaves an erasure_log entry).
 CREATE TABLE operator_override (
     override_id    INTEGER PRIMARY KEY,
     person_id      INTEGER NOT NULL,
     field          TEXT NOT NULL,
     value_json     TEXT NOT NULL,
     reason         TEXT NOT NULL,
-    actor          TEXT NOT NULL,         -- the operating-system user who made it
+    actor          TEXT NOT NULL,         -- `--actor`, or the operating-system user who made it
     created_at     TEXT NOT NULL,
     superseded_at  TEXT                   -- set when a later override of the same field replaces it
 );
@@ -211,7 +213,8 @@ CREATE TABLE link_runner_up (
 );
 CREATE INDEX link_runner_up_by_person ON link_runner_up (person_id);
 
--- Candidate pairs scored just below the link threshold: likely duplicates for a person to review.
+-- Unlinked pairs worth a human look: scored at or above the review threshold, or refused by a
+-- veto while sharing an identifier (e.g. one email, two NHS numbers). Shown in v_data_quality.
 CREATE TABLE link_review (
     source_a       TEXT NOT NULL,
     external_id_a  TEXT NOT NULL,
@@ -236,11 +239,68 @@ FROM person p;
 
 CREATE VIEW v_service_user AS
 SELECT p.person_id, p.title, p.given_name, p.family_name, p.preferred_name, p.birth_date, p.gender,
-       p.nhs_number, p.postcode, s.*
+       p.nhs_number, p.postcode,
+       s.ref,
+       s.account_code,
+       s.patient_id,
+       s.broadcare_number,
+       s.service,
+       s.funding_type,
+       s.status,
+       s.location_id,
+       s.day_care_use,
+       s.day_care_status,
+       s.fnc_application_status,
+       s.fnc_application_date,
+       s.given_age,
+       s.dementia,
+       s.dementia_challenging_behaviour,
+       s.dementia_prone_to_wander,
+       s.assistance_with_dressing,
+       s.assistance_with_eating,
+       s.assistance_with_medication,
+       s.assistance_with_personal_care,
+       s.mobility_bed_bound,
+       s.mobility_can_walk_unaided,
+       s.mobility_requires_aid_or_hoist,
+       s.mobility_uses_stick,
+       s.mobility_uses_wheelchair,
+       s.registered_blind,
+       s.visually_impaired,
+       s.end_of_life_care,
+       s.religions,
+       s.religions_other,
+       s.genders_other,
+       s.deactivated_at,
+       s.reason_for_leaving,
+       s.leaving_notes,
+       s.day_care_deactivated_at,
+       s.day_care_reason_for_leaving,
+       s.day_care_leaving_notes,
+       s.funding_at_risk_at,
+       s.anonymized_at,
+       s.transferred_from,
+       s.partner_in_care_home,
+       p.updated_at
 FROM person p JOIN service_user s ON s.person_id = p.person_id;
 
 CREATE VIEW v_staff AS
-SELECT p.person_id, p.given_name, p.family_name, p.preferred_name, p.email, p.mobile, p.phone, s.*
+SELECT p.person_id, p.given_name, p.family_name, p.preferred_name, p.email, p.mobile, p.phone,
+       s.role,
+       s.location_role,
+       s.location_role_other,
+       s.location_ids,
+       s.location_group_ids,
+       s.suspended_at,
+       s.reason_for_suspension,
+       s.invited_at,
+       s.invite_accepted_at,
+       s.status,
+       s.locked,
+       s.organisation,
+       s.parent_organisation,
+       s.username,
+       p.updated_at
 FROM person p JOIN staff_user s ON s.person_id = p.person_id;
 
 -- One row per data-quality finding; detail holds field names, codes and scores, never values.
