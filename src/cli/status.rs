@@ -31,7 +31,19 @@ pub struct Status {
     pub failed_writes: Option<i64>,
     /// Conflicts nobody has resolved yet; `None`: no conflict table in this store.
     pub open_conflicts: Option<i64>,
+    /// Each open conflict (ids and field names), oldest first.
+    pub conflicts: Vec<OpenConflict>,
     pub mapping_failures: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OpenConflict {
+    pub conflict_id: i64,
+    pub source: String,
+    pub external_id: String,
+    pub person_id: i64,
+    pub field: String,
+    pub detected_at: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -195,8 +207,30 @@ pub fn collect(config: &Config) -> Result<Status> {
         pending_writes: total(&pending),
         failed_writes: total(&failed),
         open_conflicts: total(&conflicts),
+        conflicts: open_conflicts(&conn),
         mapping_failures: failures.values().sum(),
     })
+}
+
+/// The open conflicts, oldest first; none when the store has no conflict table yet.
+fn open_conflicts(conn: &Connection) -> Vec<OpenConflict> {
+    let Ok(mut stmt) = conn.prepare(
+        "SELECT conflict_id, source, external_id, person_id, field, detected_at FROM v_conflicts ORDER BY conflict_id",
+    ) else {
+        return Vec::new();
+    };
+    stmt.query_map([], |r| {
+        Ok(OpenConflict {
+            conflict_id: r.get(0)?,
+            source: r.get(1)?,
+            external_id: r.get(2)?,
+            person_id: r.get(3)?,
+            field: r.get(4)?,
+            detected_at: r.get(5)?,
+        })
+    })
+    .map(|rows| rows.filter_map(Result::ok).collect())
+    .unwrap_or_default()
 }
 
 fn last_run(conn: &Connection, source: &str) -> Result<Option<LastRun>> {
@@ -382,6 +416,27 @@ pub fn render(s: &Status) -> String {
         .collect();
     if !by_source.is_empty() {
         let _ = writeln!(out, "{}", by_source.join("\n"));
+    }
+    const LISTED: usize = 20;
+    if !s.conflicts.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nOpen conflicts (the record changed upstream; nothing was overwritten):"
+        );
+        for c in s.conflicts.iter().take(LISTED) {
+            let _ = writeln!(
+                out,
+                "  #{} {} {} (person {}) {} since {}",
+                c.conflict_id, c.source, c.external_id, c.person_id, c.field, c.detected_at
+            );
+        }
+        if s.conflicts.len() > LISTED {
+            let _ = writeln!(
+                out,
+                "  ... and {} more: SELECT * FROM v_conflicts",
+                s.conflicts.len() - LISTED
+            );
+        }
     }
     out
 }

@@ -216,6 +216,14 @@ async fn a_record_changed_upstream_is_a_conflict_not_an_overwrite() {
         .as_deref(),
         Some("7700900777")
     );
+    let (ok, status, err) = h.cli(&["status"]);
+    assert!(ok, "{err}");
+    assert!(
+        status.contains("Open conflicts")
+            && status.contains(&external_id)
+            && status.contains("preferred_name"),
+        "{status}"
+    );
     h.sims.shutdown().await;
 }
 
