@@ -315,10 +315,12 @@ SELECT CASE
        json_extract(j.value, '$.path') || ': ' || json_extract(j.value, '$.code') AS detail
 FROM canonical_record c
 JOIN json_each(c.problems_json) j
+JOIN source_record s ON s.source = c.source AND s.external_id = c.external_id AND s.deleted_at IS NULL
 LEFT JOIN person_link l ON l.source = c.source AND l.external_id = c.external_id
 UNION ALL
 SELECT 'mapping_failed', f.source, f.external_id, NULL, NULL, f.code || ': ' || f.reason
 FROM mapping_failure f
+JOIN source_record s ON s.source = f.source AND s.external_id = f.external_id AND s.deleted_at IS NULL
 UNION ALL
 SELECT 'likely_duplicate', r.source_a, r.external_id_a, la.person_id, NULL,
        'scored ' || printf('%.2f', r.score) || ' against ' || r.source_b || '/' || r.external_id_b

@@ -37,9 +37,9 @@ pub fn loader_for(kind: SourceKind) -> Option<Box<dyn Loader>> {
     match kind {
         SourceKind::CarehqServiceUsers => Some(Box::new(CareHqLoader)),
         SourceKind::CarehqUsers => None,
-        SourceKind::MarketplaceUsers => Some(Box::new(MarketplaceLoader)),
+        SourceKind::MarketplaceUsers => Some(Box::new(MARKETPLACE)),
         SourceKind::CarevalidateUsers => Some(Box::new(CareValidateLoader)),
-        SourceKind::PaceUsers => Some(Box::new(PaceLoader)),
+        SourceKind::PaceUsers => Some(Box::new(PACE)),
     }
 }
 
@@ -126,10 +126,46 @@ impl Loader for CareHqLoader {
     }
 }
 
-/// Marketplace: JSON; create `POST /users`, update `POST /users/{id}`.
-struct MarketplaceLoader;
+/// A JSON API with create on the collection and update on the record: the marketplace
+/// (`POST /users`, `POST /users/{id}`, key `id`, found by `email`) and PACE (`POST api/users`,
+/// `PATCH api/users/{guid}` answering an empty 200, key `UserGuid`, found by `POST
+/// api/users/filter`).
+struct JsonLoader {
+    update_method: Method,
+    key_field: &'static str,
+    find_by_email: fn(&str) -> RequestSpec,
+}
 
-impl Loader for MarketplaceLoader {
+const MARKETPLACE: JsonLoader = JsonLoader {
+    update_method: Method::POST,
+    key_field: "id",
+    find_by_email: |email| {
+        request(
+            Method::GET,
+            String::new(),
+            vec![
+                ("email".into(), email.into()),
+                ("size".into(), "100".into()),
+            ],
+            Body::None,
+        )
+    },
+};
+
+const PACE: JsonLoader = JsonLoader {
+    update_method: Method::PATCH,
+    key_field: "UserGuid",
+    find_by_email: |email| {
+        request(
+            Method::POST,
+            "/filter".into(),
+            Vec::new(),
+            Body::Json(json!({ "EmailAddress": email })),
+        )
+    },
+};
+
+impl Loader for JsonLoader {
     fn create(&self, payload: &WritePayload, defaults: &BTreeMap<String, Json>) -> RequestSpec {
         request(
             Method::POST,
@@ -139,27 +175,19 @@ impl Loader for MarketplaceLoader {
         )
     }
     fn update(&self, external_id: &str, payload: &WritePayload) -> RequestSpec {
+        let body = Body::Json(Json::Object(payload.to_json_body()));
         request(
-            Method::POST,
+            self.update_method.clone(),
             format!("/{external_id}"),
             Vec::new(),
-            Body::Json(Json::Object(payload.to_json_body())),
+            body,
         )
     }
     fn created_key(&self, answer: &[u8], _: &WritePayload) -> Result<String, String> {
-        key_in(answer, "id")
+        key_in(answer, self.key_field)
     }
     fn find(&self, key: &NaturalKey) -> Option<RequestSpec> {
-        let email = key.email.as_ref()?;
-        Some(request(
-            Method::GET,
-            String::new(),
-            vec![
-                ("email".into(), email.clone()),
-                ("size".into(), "100".into()),
-            ],
-            Body::None,
-        ))
+        key.email.as_deref().map(self.find_by_email)
     }
 }
 
@@ -199,40 +227,6 @@ impl Loader for CareValidateLoader {
                 ("limit".into(), "100".into()),
             ],
             Body::None,
-        ))
-    }
-}
-
-/// PACE: JSON; create `POST api/users` → `{"UserGuid"}`, update `PATCH api/users/{guid}` → empty 200.
-struct PaceLoader;
-
-impl Loader for PaceLoader {
-    fn create(&self, payload: &WritePayload, defaults: &BTreeMap<String, Json>) -> RequestSpec {
-        request(
-            Method::POST,
-            String::new(),
-            Vec::new(),
-            Body::Json(Json::Object(json_body(payload, defaults))),
-        )
-    }
-    fn update(&self, external_id: &str, payload: &WritePayload) -> RequestSpec {
-        request(
-            Method::PATCH,
-            format!("/{external_id}"),
-            Vec::new(),
-            Body::Json(Json::Object(payload.to_json_body())),
-        )
-    }
-    fn created_key(&self, answer: &[u8], _: &WritePayload) -> Result<String, String> {
-        key_in(answer, "UserGuid")
-    }
-    fn find(&self, key: &NaturalKey) -> Option<RequestSpec> {
-        let email = key.email.as_ref()?;
-        Some(request(
-            Method::POST,
-            "/filter".into(),
-            Vec::new(),
-            Body::Json(json!({ "EmailAddress": email })),
         ))
     }
 }
@@ -314,7 +308,7 @@ mod tests {
     #[test]
     fn created_keys_come_from_each_answer() {
         assert_eq!(
-            PaceLoader
+            PACE
                 .created_key(br#"{"UserGuid":"6d41"}"#, &WritePayload::default())
                 .unwrap(),
             "6d41"
@@ -326,7 +320,7 @@ mod tests {
             "69a9"
         );
         assert!(
-            MarketplaceLoader
+            MARKETPLACE
                 .created_key(b"", &WritePayload::default())
                 .is_err()
         );
