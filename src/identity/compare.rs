@@ -62,8 +62,12 @@ pub struct Weights {
     pub family_part: f64,
     pub family_differ: f64,
     pub birth_date_exact: f64,
-    /// A given age consistent with the other record's birth date.
+    /// A given age consistent with the other record's birth date: equal to the age the date
+    /// implies today, or one year behind it (recorded before a birthday).
     pub age_consistent: f64,
+    /// A given age within [`MatchConfig::given_age_tolerance`] but otherwise off (above the
+    /// age the date implies, or behind by more than a year): a rough estimate at best.
+    pub age_close: f64,
     pub age_inconsistent: f64,
     pub gender_agree: f64,
     pub nhs_agree: f64,
@@ -96,6 +100,7 @@ impl Default for Weights {
             family_differ: -5.0,
             birth_date_exact: 12.0,
             age_consistent: 2.5,
+            age_close: 0.5,
             age_inconsistent: -6.0,
             gender_agree: 0.5,
             nhs_agree: 20.0,
@@ -130,7 +135,39 @@ pub struct PairComparison {
     /// True when an identifier (NHS, NI, email, mobile) is shared: a vetoed pair that shares
     /// one is reported as conflicting evidence.
     pub shares_identifier: bool,
+    /// How many contact fields (personal email, mobile, postcode) both records hold and
+    /// disagree on. See [`contact_conflict`].
+    pub contact_disagreements: u8,
+    /// True when a personal email or mobile is held by both and differs: direct evidence
+    /// against the pair, which rules out a link on names and age alone.
+    pub personal_contact_differs: bool,
     pub fields: Vec<FieldScore>,
+}
+
+/// Contact fields (personal email, mobile, postcode) that both records hold and that disagree.
+pub(crate) fn contact_disagreements(a: &Features, b: &Features) -> u8 {
+    let email = matches!((&a.mailbox, &b.mailbox), (Some(x), Some(y)) if x != y);
+    let mobile = !a.mobiles.is_empty() && !b.mobiles.is_empty() && !shares(&a.mobiles, &b.mobiles);
+    let postcode = matches!((&a.postcode, &b.postcode), (Some(x), Some(y)) if x != y);
+    u8::from(email) + u8::from(mobile) + u8::from(postcode)
+}
+
+/// True when the two records' contact details say they are different people: at least
+/// [`MatchConfig::contact_conflict_fields`] of personal email, mobile and postcode are held by
+/// both and disagree, and no NHS or NI number agrees.
+///
+/// Why: one person's records usually agree on whatever contact details they both hold; one
+/// field may differ (a new email, a move into a care home), but two at once are much more
+/// likely two people who share a common name and birth date — the case where names and dates
+/// alone would merge them. A shared NHS or NI number outweighs it (people do move and change
+/// numbers). Applied to every pair that would end up in one cluster, not only to linked pairs,
+/// so a third record without contact details cannot join the two.
+pub(crate) fn contact_conflict(config: &MatchConfig, a: &Features, b: &Features) -> bool {
+    let threshold = config.contact_conflict_fields;
+    threshold > 0
+        && contact_disagreements(a, b) >= threshold
+        && !matches!((&a.nhs, &b.nhs), (Some(x), Some(y)) if x == y)
+        && !matches!((&a.ni, &b.ni), (Some(x), Some(y)) if x == y)
 }
 
 pub(crate) fn given_level(a: &Features, b: &Features) -> Option<GivenLevel> {
@@ -266,9 +303,13 @@ pub(crate) fn compare(config: &MatchConfig, a: &Features, b: &Features) -> PairC
                 a.given_age
             };
             if let Some(age) = age {
-                let actual = age_on(d, config.age_reference);
-                if (actual - age).abs() <= config.given_age_tolerance {
+                // A stated age was true when it was recorded and its owner has only aged
+                // since: it may lag the age the birth date implies, but should not exceed it.
+                let lag = age_on(d, config.age_reference) - age;
+                if (0..=1).contains(&lag) {
                     add("given_age", "consistent", w.age_consistent);
+                } else if lag.abs() <= config.given_age_tolerance {
+                    add("given_age", "close", w.age_close);
                 } else {
                     add("given_age", "inconsistent", w.age_inconsistent);
                 }
@@ -367,6 +408,12 @@ pub(crate) fn compare(config: &MatchConfig, a: &Features, b: &Features) -> PairC
         _ => {}
     }
 
+    let contact_disagreements = contact_disagreements(a, b);
+    let personal_contact_differs = matches!((&a.mailbox, &b.mailbox), (Some(x), Some(y)) if x != y)
+        || (!a.mobiles.is_empty() && !b.mobiles.is_empty() && !shares(&a.mobiles, &b.mobiles));
+    if contact_conflict(config, a, b) {
+        veto = veto.or(Some(Veto::ContactDetails));
+    }
     let rule = if veto.is_some() {
         None
     } else {
@@ -378,6 +425,8 @@ pub(crate) fn compare(config: &MatchConfig, a: &Features, b: &Features) -> PairC
         veto,
         strong,
         shares_identifier,
+        contact_disagreements,
+        personal_contact_differs,
         fields,
     }
 }
@@ -636,6 +685,69 @@ mod tests {
             ]),
         );
         assert_eq!((c.rule, c.strong), (None, false));
+    }
+
+    #[test]
+    fn given_age_may_lag_the_birth_date_but_not_exceed_it() {
+        let config = MatchConfig {
+            age_reference: NaiveDate::from_ymd_opt(2026, 11, 22).unwrap_or_default(),
+            ..MatchConfig::default()
+        };
+        // Born 1956-08-16: 70 on the reference day.
+        let dated = record(&[(GivenName, "Linda"), (BirthDate, "1956-08-16")]);
+        let level = |age: &str| {
+            let aged = record(&[(GivenName, "Linda"), (GivenAge, age)]);
+            let c = compare(&config, &dated, &aged);
+            c.fields
+                .iter()
+                .find(|f| f.field == "given_age")
+                .map(|f| f.level)
+        };
+        assert_eq!(level("70"), Some("consistent"));
+        assert_eq!(level("69"), Some("consistent"));
+        assert_eq!(level("71"), Some("close"));
+        assert_eq!(level("68"), Some("close"));
+        assert_eq!(level("73"), Some("inconsistent"));
+    }
+
+    #[test]
+    fn contact_details_disagreeing_twice_veto_unless_a_number_agrees() {
+        let base = [
+            (GivenName, "Chloe"),
+            (FamilyName, "Smith"),
+            (BirthDate, "1959-05-27"),
+        ];
+        let with = |extra: &[(Field, &'static str)]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            v
+        };
+        let a = [(Email, "a@example.co.uk"), (Postcode, "L18 9ZR")];
+        // One field differs: a new email, say. Still the same person by name and date.
+        check(
+            &with(&a),
+            &with(&[(Email, "b@example.co.uk"), (Postcode, "L18 9ZR")]),
+            Some(Rule::NameBirthDate),
+            None,
+        );
+        // Email and postcode both differ.
+        check(
+            &with(&a),
+            &with(&[(Email, "b@example.co.uk"), (Postcode, "BA2 9EB")]),
+            None,
+            Some(Veto::ContactDetails),
+        );
+        // ... unless the NI number agrees.
+        check(
+            &with(&[a[0], a[1], (NiNumber, "AB123456C")]),
+            &with(&[
+                (Email, "b@example.co.uk"),
+                (Postcode, "BA2 9EB"),
+                (NiNumber, "AB123456C"),
+            ]),
+            Some(Rule::NameBirthDate),
+            None,
+        );
     }
 
     #[test]

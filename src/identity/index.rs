@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::compare::{GivenLevel, compare, given_level};
+use super::compare::{GivenLevel, compare, contact_conflict, given_level};
 use super::features::{BlockKey, Features, block_keys};
 use super::{
     Candidate, Cluster, InputRecord, Link, MatchConfig, Member, NotLinked, RecordRef, Resolution,
@@ -60,6 +60,7 @@ struct Edge {
     veto: Option<Veto>,
     strong: bool,
     shares_identifier: bool,
+    personal_contact_differs: bool,
 }
 
 struct Slot {
@@ -241,6 +242,7 @@ impl LinkIndex {
             veto: c.veto,
             strong: c.strong,
             shares_identifier: c.shares_identifier,
+            personal_contact_differs: c.personal_contact_differs,
         }))
     }
 
@@ -351,9 +353,67 @@ impl LinkIndex {
                     .min(self.config.unique_link_threshold)
     }
 
-    /// A pair that may link only as each other's unique candidate.
+    /// A pair that may link only as each other's unique candidate. Its evidence is names with
+    /// an age or a postcode, so a personal email or mobile that disagrees rules it out: that
+    /// is the only direct evidence about the two people, and it says they differ.
     fn weak(&self, e: &Edge) -> bool {
-        e.veto.is_none() && !self.eligible(e) && e.score >= self.config.unique_link_threshold
+        e.veto.is_none()
+            && !self.eligible(e)
+            && !e.personal_contact_differs
+            && e.score >= self.config.unique_link_threshold
+    }
+
+    /// How strongly an edge's evidence ties the two records, to choose between two candidates
+    /// of one record that cannot both be right: an NHS number, another shared identifier
+    /// (NI number, email, mobile), or names with a birth date, age or postcode.
+    fn evidence_rank(e: &Edge) -> u8 {
+        if e.rule == Some(Rule::NhsNumber) {
+            3
+        } else if e.shares_identifier {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Edges made ambiguous by their record's other candidates: when a record could link to
+    /// two records that are vetoed from each other (different NHS numbers, birth dates,
+    /// given names, or contact details), picking one by order or score would be a guess
+    /// between two people — a false merge half the time. Both links are refused, unless one
+    /// rests on stronger evidence (an NHS number over another identifier over names and
+    /// dates), which is then kept. Depends only on the record's edges and the two candidates'
+    /// values, so it is the same in a full and an incremental run.
+    fn ambiguous_edges(&self, live: &[u32], local: &HashMap<u32, usize>) -> HashSet<(u32, u32)> {
+        let mut out = HashSet::new();
+        for &x in live {
+            let Some(sx) = self.slot(x) else { continue };
+            let candidates: Vec<&Edge> = sx
+                .edges
+                .iter()
+                .filter(|e| local.contains_key(&e.other) && (self.eligible(e) || self.weak(e)))
+                .collect();
+            for (i, ey) in candidates.iter().enumerate() {
+                for ez in &candidates[i + 1..] {
+                    let (Some(fy), Some(fz)) = (self.slot(ey.other), self.slot(ez.other)) else {
+                        continue;
+                    };
+                    if compare(&self.config, &fy.features, &fz.features)
+                        .veto
+                        .is_none()
+                    {
+                        continue;
+                    }
+                    let (ry, rz) = (Self::evidence_rank(ey), Self::evidence_rank(ez));
+                    if ry <= rz {
+                        out.insert((x.min(ey.other), x.max(ey.other)));
+                    }
+                    if rz <= ry {
+                        out.insert((x.min(ez.other), x.max(ez.other)));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Records connected to `start` by edges that can influence clustering.
@@ -418,6 +478,8 @@ impl LinkIndex {
         };
         edges.sort_by(by_strength);
         weak.sort_by(by_strength);
+        let ambiguous = self.ambiguous_edges(&live, &local);
+        let is_ambiguous = |a: u32, b: u32| ambiguous.contains(&(a.min(b), a.max(b)));
 
         let mut uf = UnionFind::new(live.len());
         let mut summary: Vec<ClusterSummary> = live
@@ -432,6 +494,10 @@ impl LinkIndex {
             };
             let (ra, rb) = (uf.find(la), uf.find(lb));
             if ra == rb {
+                continue;
+            }
+            if is_ambiguous(*a, e.other) {
+                refused.push((*a, e.other, NotLinked::Ambiguous));
                 continue;
             }
             if let Some(reason) = self.cluster_conflict(&summary[ra], &summary[rb]) {
@@ -473,7 +539,7 @@ impl LinkIndex {
             if pa == pb {
                 continue;
             }
-            if !(only(pa, pb) && only(pb, pa)) {
+            if is_ambiguous(*a, e.other) || !(only(pa, pb) && only(pb, pa)) {
                 refused.push((*a, e.other, NotLinked::Ambiguous));
                 continue;
             }
@@ -577,10 +643,14 @@ impl LinkIndex {
         }
         for x in &a.members {
             for y in &b.members {
-                if let (Some(sx), Some(sy)) = (self.slot(*x), self.slot(*y))
-                    && given_level(&sx.features, &sy.features) == Some(GivenLevel::Differ)
-                {
+                let (Some(sx), Some(sy)) = (self.slot(*x), self.slot(*y)) else {
+                    continue;
+                };
+                if given_level(&sx.features, &sy.features) == Some(GivenLevel::Differ) {
                     return Some(NotLinked::ClusterConflict(Veto::GivenName));
+                }
+                if contact_conflict(&self.config, &sx.features, &sy.features) {
+                    return Some(NotLinked::ClusterConflict(Veto::ContactDetails));
                 }
             }
         }
@@ -934,6 +1004,10 @@ impl LinkIndex {
                     NotLinked::ClusterConflict(_)
                     | NotLinked::ClusterTooLarge
                     | NotLinked::Ambiguous => true,
+                    // Names and birth date agree, contact details do not: worth a look.
+                    NotLinked::Veto(Veto::ContactDetails) => {
+                        e.shares_identifier || e.score >= self.config.review_threshold
+                    }
                     NotLinked::Veto(_) => e.shares_identifier,
                     _ => e.score >= self.config.review_threshold,
                 };

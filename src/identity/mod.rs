@@ -12,6 +12,9 @@
 //!    names that are different names (not equal after folding case and accents, not variants in
 //!    the nickname table, not one typing slip apart, not an initial). The last one keeps twins
 //!    (same surname, birth date and address) and couples sharing an email or phone apart.
+//!    And contact details: two or more of personal email, mobile and postcode held by both and
+//!    different, with no NHS or NI number agreeing ([`Veto::ContactDetails`]): namesakes born
+//!    the same day, whom names and dates alone would merge.
 //! 2. **Deterministic rules**, each also needing the names to agree:
 //!    [`Rule::NhsNumber`] same valid NHS number and given or family name agreeing;
 //!    [`Rule::NameBirthDate`] same birth date, same family name, same given name or a variant of
@@ -27,7 +30,12 @@
 //!    without a personal identifier (typically a record missing its birth date: full name,
 //!    gender, and a consistent given age or the same postcode) links only if, after the links
 //!    above, each side's cluster has no other candidate at review level. Two plausible
-//!    "Margaret Smith, about 85" never get one of them picked arbitrarily.
+//!    "Margaret Smith, about 85" never get one of them picked arbitrarily. A personal email or
+//!    mobile that disagrees rules such a link out, and a given age counts fully only when it
+//!    equals, or lags by one birthday, the age the other record's birth date implies.
+//! 5. **Ambiguity**: a record whose candidates are vetoed from each other (two people it could
+//!    be) links to neither, unless one link rests on stronger evidence (NHS number, then
+//!    another shared identifier); the pairs are listed for review as `ambiguous`.
 //!
 //! Candidate pairs come from blocking ([`features::block_keys`]): NHS, NI, mailbox, phone,
 //! birth date + family-name Soundex, birth date + given-name group, and — only for a record
@@ -38,8 +46,8 @@
 //! # Clusters
 //!
 //! Links are applied strongest first (NHS, name + birth date, email, then by score), with a
-//! union-find that refuses to join two clusters if any pair across them is vetoed: transitivity
-//! cannot merge two people through a third record. A comparison never looks at other records,
+//! union-find that refuses to join two clusters if any pair across them is vetoed (contact
+//! details included): transitivity cannot merge two people through a third record. A comparison never looks at other records,
 //! so clusters are the greedy clustering of each connected component of the link graph, and an
 //! update recomputes only the components that changed ([`LinkIndex::apply`]).
 
@@ -120,6 +128,9 @@ pub enum Veto {
     BirthDate,
     Gender,
     GivenName,
+    /// Two or more contact fields disagree and no NHS or NI number agrees
+    /// ([`MatchConfig::contact_conflict_fields`]).
+    ContactDetails,
 }
 
 impl Veto {
@@ -129,6 +140,7 @@ impl Veto {
             Veto::BirthDate => "different_birth_date",
             Veto::Gender => "different_gender",
             Veto::GivenName => "different_given_name",
+            Veto::ContactDetails => "different_contact_details",
         }
     }
 }
@@ -182,10 +194,15 @@ pub struct MatchConfig {
     pub max_block_pairs: u64,
     /// No cluster grows beyond this many records.
     pub max_cluster_size: usize,
-    /// The day `service_user.given_age` is compared on (ages are estimates taken "now").
+    /// The day `service_user.given_age` is compared on (ages are estimates taken "now"):
+    /// today by default.
     pub age_reference: NaiveDate,
     /// Years a given age may differ from the age a birth date implies.
     pub given_age_tolerance: i64,
+    /// Contact fields (personal email, mobile, postcode) that must disagree between two
+    /// records for them to be treated as different people unless an NHS or NI number agrees
+    /// ([`Veto::ContactDetails`]); 0 turns the rule off.
+    pub contact_conflict_fields: u8,
     pub weights: Weights,
 }
 
@@ -199,8 +216,9 @@ impl Default for MatchConfig {
             runner_up_limit: 5,
             max_block_pairs: 200_000,
             max_cluster_size: 50,
-            age_reference: NaiveDate::from_ymd_opt(2026, 6, 30).unwrap_or_default(),
+            age_reference: chrono::Utc::now().date_naive(),
             given_age_tolerance: 2,
+            contact_conflict_fields: 2,
             weights: Weights::default(),
         }
     }

@@ -794,7 +794,8 @@ fn carehq_service_user(
     );
     let inactive = status == "inactive";
     let missing_dob = rng.gen_bool(0.08);
-    let age = p.age_on(reference_day());
+    // The API reports the age as of today, as CareHQ would; birth dates stay tied to the seed.
+    let age = p.age_on(chrono::Utc::now().date_naive());
     let dementia = rng.gen_bool(0.35);
     let nursing = service == "nursing_home";
     let fnc_status = if nursing {
