@@ -144,6 +144,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         sims.describe()
     );
     // The simulators enforce no rate limits unless asked, so the demo does not pace itself.
+    let config_text = simulator_config_toml(|k| sims.base_url(k), &store_path, Some("1000/1s"), "");
+    let config_path = std::path::absolute(args.dir.join("sync.toml"))?;
+    std::fs::write(&config_path, &config_text)?;
     let config = simulator_config(&sims, &store_path, Some("1000/1s"), "")?;
     let store = Store::open(&config.store_path)?;
     let outcomes =
@@ -164,15 +167,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             "SELECT source, status, pages, requests, records_inserted, error_count FROM sync_run ORDER BY run_id DESC LIMIT 5;",
         ),
         (
-            "a peek at residents",
-            "SELECT external_id, json_extract(payload, '$.service'), json_extract(payload, '$.status') FROM source_record WHERE kind = 'carehq_service_users' LIMIT 5;",
+            "persons held by several systems",
+            "SELECT person_id, given_name, family_name, carehq_service_user_records, marketplace_records, carevalidate_records FROM v_person WHERE linked_records > 2 LIMIT 5;",
         ),
         (
-            "problems met",
-            "SELECT source, kind, message FROM sync_error LIMIT 10;",
+            "where one person's values came from",
+            "SELECT field, source, rule FROM field_provenance WHERE person_id = 1;",
+        ),
+        (
+            "what needs a person's attention",
+            "SELECT issue, count(*) FROM v_data_quality GROUP BY issue;",
         ),
     ] {
         println!("  -- {what}\n  sqlite3 {db} \"{sql}\"\n");
     }
+    let env: Vec<String> = simulator_env().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!(
+        "Or ask caresync about a person (the config it used is {}):\n  env {} caresync --config {} explain 1\n",
+        config_path.display(),
+        env.join(" "),
+        config_path.display()
+    );
     super::extract::exit_for(&outcomes)
 }
