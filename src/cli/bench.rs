@@ -62,6 +62,14 @@ struct Report {
     sources: Vec<SourceFigures>,
     nochange_sync_secs: f64,
     nochange_sync_rows_written: u64,
+    /// Every stored record relinked by a fresh link index into empty person tables.
+    link_all_secs: Option<f64>,
+    link_all_records: Option<u64>,
+    link_all_persons: Option<u64>,
+    /// `plan` over every person, with every field of every writable source pushed.
+    plan_secs: Option<f64>,
+    plan_writes: Option<u64>,
+    plan_refused: Option<u64>,
     stage_fetch_records_per_sec: Option<f64>,
     stage_parse_records_per_sec: Option<f64>,
     stage_store_rows_per_sec: Option<f64>,
@@ -159,6 +167,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .sum();
 
     if !documented {
+        let (secs, outcome) = link_all(&store, &config).await?;
+        report.link_all_secs = Some(secs);
+        report.link_all_records = Some(outcome.records_linked as u64);
+        report.link_all_persons = Some(outcome.persons_written as u64);
+        let (secs, writes, refused) = plan_all(&config).await?;
+        report.plan_secs = Some(secs);
+        report.plan_writes = Some(writes);
+        report.plan_refused = Some(refused);
+    }
+
+    if !documented {
         let stages = stage_limits(&config, &dir).await?;
         report.stage_fetch_records_per_sec = Some(stages.0);
         report.stage_parse_records_per_sec = Some(stages.1);
@@ -229,6 +248,73 @@ fn floor_secs(outcomes: &[SourceOutcome], config: &crate::config::Config) -> (f6
         })
         .fold(0.0, f64::max);
     (rate_floor, window_floor)
+}
+
+/// Linking alone over the whole store: the person tables emptied, every canonical record
+/// queued, and a fresh link index (as in a new process) built and persisted. Timed on the
+/// writer, without the emptying.
+async fn link_all(
+    store: &Store,
+    config: &crate::config::Config,
+) -> anyhow::Result<(f64, crate::person::link::LinkOutcome)> {
+    let (matching, policy) = (config.matching.clone(), config.survivorship.clone());
+    store
+        .writer
+        .call(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute_batch(
+                "DELETE FROM field_provenance; DELETE FROM lifestyle; DELETE FROM health_profile;
+                 DELETE FROM staff_user; DELETE FROM service_user; DELETE FROM person_link;
+                 DELETE FROM person; DELETE FROM link_review; DELETE FROM link_runner_up;
+                 INSERT OR IGNORE INTO relink_queue (source, external_id)
+                     SELECT source, external_id FROM canonical_record;",
+            )?;
+            tx.commit()?;
+            let started = Instant::now();
+            let outcome = crate::person::link::Linker::new(matching, policy).link_pending(conn)?;
+            Ok((started.elapsed().as_secs_f64(), outcome))
+        })
+        .await
+}
+
+/// `plan` over every person: every writable source keeps every canonical field it can hold
+/// in line, and creates the persons it lacks. Returns wall time, writes and refusals.
+async fn plan_all(config: &crate::config::Config) -> anyhow::Result<(f64, u64, u64)> {
+    use crate::config::PushPolicy;
+    use crate::model::{Field, Table};
+    let mut config = config.clone();
+    let fields: Vec<Field> = Field::ALL
+        .iter()
+        .copied()
+        .filter(|f| f.table() == Table::Person)
+        .collect();
+    config.push = config
+        .sources
+        .iter()
+        .filter(|s| s.kind != SourceKind::CarehqUsers)
+        .map(|s| {
+            (
+                s.name.clone(),
+                PushPolicy {
+                    fields: fields.clone(),
+                    create: true,
+                    create_defaults: Default::default(),
+                },
+            )
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let mappings = crate::sync::mapping::Mappings::builtin()?;
+        let conn = crate::store::open_read_only(&config.store_path)?;
+        let started = Instant::now();
+        let plan = crate::sink::plan::compute(&conn, &config, &mappings)?;
+        Ok((
+            started.elapsed().as_secs_f64(),
+            plan.writes.len() as u64,
+            plan.refused.len() as u64,
+        ))
+    })
+    .await?
 }
 
 /// Each stage alone on CareHQ service-user pages: fetch (HTTP, no parsing), parse (on every
@@ -392,6 +478,27 @@ fn render(r: &Report) -> String {
         "  rows written       {:>12}",
         r.nochange_sync_rows_written
     );
+    if let (Some(secs), Some(records), Some(persons)) =
+        (r.link_all_secs, r.link_all_records, r.link_all_persons)
+    {
+        let _ = writeln!(
+            out,
+            "\nlinking alone, whole store, fresh index into empty person tables"
+        );
+        let _ = writeln!(out, "  records            {:>12}", records);
+        let _ = writeln!(out, "  persons written    {:>12}", persons);
+        let _ = writeln!(out, "  wall time          {:>12.2} s", secs);
+    }
+    if let (Some(secs), Some(writes), Some(refused)) = (r.plan_secs, r.plan_writes, r.plan_refused)
+    {
+        let _ = writeln!(
+            out,
+            "\nplan over all persons (every person field pushed, creates on)"
+        );
+        let _ = writeln!(out, "  writes planned     {:>12}", writes);
+        let _ = writeln!(out, "  refused            {:>12}", refused);
+        let _ = writeln!(out, "  wall time          {:>12.2} s", secs);
+    }
     if let (Some(f), Some(p), Some(s)) = (
         r.stage_fetch_records_per_sec,
         r.stage_parse_records_per_sec,

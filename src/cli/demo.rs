@@ -181,7 +181,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     ] {
         println!("  -- {what}\n  sqlite3 {db} \"{sql}\"\n");
     }
-    let env: Vec<String> = simulator_env().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let env: Vec<String> = simulator_env()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     println!(
         "Or ask caresync about a person (the config it used is {}):\n  env {} caresync --config {} explain 1\n",
         config_path.display(),

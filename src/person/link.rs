@@ -6,13 +6,16 @@
 //! only the queued changes (the daemon), so a sync that changed ten records re-links only
 //! what they touch.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use anyhow::Result;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::materialize::{materialize, values_from_json};
+use super::materialize::{
+    Materialized, ProvenanceBatch, load_all_overrides, load_observations, load_overrides,
+    materialize_with, values_from_json,
+};
 use super::survivorship::Policy;
 use crate::identity::{
     Candidate, Change, Cluster, InputRecord, LinkIndex, MatchConfig, PersonId, RecordRef,
@@ -78,9 +81,17 @@ impl Linker {
         let (clusters, review, scope) = match self.index.as_mut() {
             None => {
                 let records = load_live(&tx, None)?;
+                let loaded_ms = started.elapsed().as_millis() as u64;
                 outcome.records_linked = records.len();
                 let index = LinkIndex::build(self.config.clone(), records);
+                let built_ms = started.elapsed().as_millis() as u64;
                 let resolution = index.resolution();
+                tracing::debug!(
+                    loaded_ms,
+                    built_ms,
+                    resolved_ms = started.elapsed().as_millis() as u64,
+                    "link index built"
+                );
                 self.index = Some(index);
                 (resolution.clusters, resolution.review, Scope::All)
             }
@@ -226,6 +237,8 @@ fn persist(
         [],
         |r| r.get(0),
     )?;
+    // Ids from here on are new: nothing is stored for them yet.
+    let first_new_id = next_id;
     let ids = assign_person_ids(&previous_ids, &members, || {
         let id = PersonId(next_id);
         next_id += 1;
@@ -236,6 +249,7 @@ fn persist(
         [next_id],
     )?;
 
+    let phase = Instant::now();
     let mut affected_persons: BTreeSet<i64> = BTreeSet::new();
     let mut in_clusters: HashSet<&RecordRef> = HashSet::new();
     let mut upsert = tx.prepare_cached(
@@ -284,6 +298,7 @@ fn persist(
         }
     }
 
+    let links_ms = phase.elapsed().as_millis() as u64;
     // Review pairs and runners-up touching the scope are replaced.
     match scope {
         Scope::All => {
@@ -345,12 +360,46 @@ fn persist(
         }
     }
 
+    let review_ms = phase.elapsed().as_millis() as u64;
+    // Overrides are few: one scan serves a large relink, a query per person a small one.
+    let all_overrides = if affected_persons.len() > 256 {
+        Some(load_all_overrides(tx)?)
+    } else {
+        None
+    };
+    let no_overrides = BTreeMap::new();
+    let mut batch = ProvenanceBatch::default();
     for person_id in affected_persons {
-        if materialize(tx, person_id, policy)? {
-            outcome.persons_written += 1;
-        } else {
-            outcome.persons_removed += 1;
+        let observations = load_observations(tx, person_id)?;
+        let own;
+        let overrides = match &all_overrides {
+            Some(all) => all.get(&person_id).unwrap_or(&no_overrides),
+            None => {
+                own = load_overrides(tx, person_id)?;
+                &own
+            }
+        };
+        match materialize_with(
+            tx,
+            person_id,
+            &observations,
+            overrides,
+            policy,
+            person_id >= first_new_id,
+            &now,
+            &mut batch,
+        )? {
+            Materialized::Written => outcome.persons_written += 1,
+            Materialized::Unchanged => {}
+            Materialized::Removed => outcome.persons_removed += 1,
         }
     }
+    batch.flush(tx)?;
+    tracing::debug!(
+        links_ms,
+        review_ms,
+        persons_ms = phase.elapsed().as_millis() as u64,
+        "links persisted"
+    );
     Ok(())
 }

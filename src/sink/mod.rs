@@ -308,8 +308,7 @@ mod tests {
     #[test]
     fn created_keys_come_from_each_answer() {
         assert_eq!(
-            PACE
-                .created_key(br#"{"UserGuid":"6d41"}"#, &WritePayload::default())
+            PACE.created_key(br#"{"UserGuid":"6d41"}"#, &WritePayload::default())
                 .unwrap(),
             "6d41"
         );

@@ -1,7 +1,7 @@
 //! `plan`: the writes that bring each writable source in line with the canonical person
 //! (survivorship and operator overrides), computed from the store without touching any API.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
 use anyhow::Result;
@@ -11,8 +11,8 @@ use serde_json::json;
 use super::NaturalKey;
 use crate::config::Config;
 use crate::model::{CanonicalValues, Field, Value};
-use crate::person::materialize::{load_person, values_from_json};
-use crate::person::survivorship::{Chosen, survive};
+use crate::person::materialize::{load_all_overrides, values_from_json};
+use crate::person::survivorship::{Chosen, Observation, Override, survive};
 use crate::source::kind::SourceKind;
 use crate::sync::mapping::Mappings;
 use crate::transform::WritePayload;
@@ -120,18 +120,37 @@ const CAREVALIDATE_LOCKED: [Field; 4] = [
     Field::Gender,
 ];
 
+/// One writable source of the plan.
+struct Target<'a> {
+    name: &'a String,
+    kind: SourceKind,
+    policy: &'a crate::config::PushPolicy,
+    mapping: &'a crate::transform::CompiledMapping,
+    /// This source's planned writes and refusals: updates first, then creates.
+    updates: Vec<PlannedWrite>,
+    update_refused: Vec<Refusal>,
+    creates: Vec<PlannedWrite>,
+    create_refused: Vec<Refusal>,
+}
+
+/// One link of a person, with what the store holds for its record.
+struct LinkRow {
+    source: String,
+    external_id: String,
+    kind: String,
+    /// The canonical values, when the record has a canonical form.
+    values: Option<CanonicalValues>,
+    mapped_at: String,
+    /// `content_hash` of the stored record, when it is stored and not deleted upstream.
+    live_hash: Option<String>,
+}
+
+/// The plan, in one pass over every person's links in person order: each person's
+/// survivorship is computed once and dropped, so memory does not grow with the store.
+/// The result is the same as planning each source in turn (updates in (person, record)
+/// order, then creates in person order).
 pub fn compute(conn: &Connection, config: &Config, mappings: &Mappings) -> Result<Plan> {
-    let mut plan = Plan::default();
-    let mut desired_cache: HashMap<i64, BTreeMap<Field, Chosen>> = HashMap::new();
-    let mut desired = |person: i64| -> Result<BTreeMap<Field, Chosen>> {
-        if let Some(d) = desired_cache.get(&person) {
-            return Ok(d.clone());
-        }
-        let (observations, overrides) = load_person(conn, person)?;
-        let d = survive(&observations, &overrides, &config.survivorship);
-        desired_cache.insert(person, d.clone());
-        Ok(d)
-    };
+    let mut targets: Vec<Target<'_>> = Vec::new();
     for (name, policy) in &config.push {
         let Some(source) = config.source(name) else {
             continue;
@@ -139,187 +158,307 @@ pub fn compute(conn: &Connection, config: &Config, mappings: &Mappings) -> Resul
         let Some(mapping) = mappings.for_kind(source.kind) else {
             continue;
         };
-        let mapping = &mapping.mapping;
-        if !policy.fields.is_empty() {
-            let mut stmt = conn.prepare(
-                "SELECT l.person_id, l.external_id, c.values_json, s.content_hash
-                 FROM person_link l
-                 JOIN canonical_record c ON c.source = l.source AND c.external_id = l.external_id
-                 JOIN source_record s ON s.source = l.source AND s.external_id = l.external_id
-                 WHERE l.source = ?1 AND s.deleted_at IS NULL
-                 ORDER BY l.person_id, l.external_id",
-            )?;
-            let rows: Vec<(i64, String, String, String)> = stmt
-                .query_map([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            for (person, external_id, values_json, hash) in rows {
-                let want = desired(person)?;
-                let have = values_from_json(&values_json);
-                let mut changes = Vec::new();
-                for field in &policy.fields {
-                    let Some(new) = want.get(field).map(|c| c.value.clone()) else {
-                        continue;
-                    };
-                    let old = have.get(*field).cloned();
-                    if old.as_ref() == Some(&new) {
-                        continue;
-                    }
-                    if source.kind == SourceKind::CarevalidateUsers && *field == Field::Email {
-                        plan.refused.push(Refusal {
-                            source: name.clone(),
-                            external_id: Some(external_id.clone()),
-                            person_id: person,
-                            field: *field,
-                            reason: "CareValidate keys users by email: an email change cannot be pushed there".into(),
-                        });
-                        continue;
-                    }
-                    changes.push(FieldChange {
-                        field: *field,
-                        old,
-                        new,
-                    });
-                }
-                if changes.is_empty() {
-                    continue;
-                }
-                let values: CanonicalValues =
-                    changes.iter().map(|c| (c.field, c.new.clone())).collect();
-                let payload = mapping.reverse(&values);
-                let (changes, payload) = keep_encodable(
-                    &mut plan.refused,
-                    name,
-                    Some(&external_id),
-                    person,
-                    changes,
-                    payload,
-                );
-                if changes.is_empty() {
-                    continue;
-                }
-                let warnings = locked_warnings(source.kind, &changes);
-                plan.writes.push(PlannedWrite {
-                    source: name.clone(),
-                    kind: source.kind,
-                    person_id: person,
-                    action: Action::Update,
-                    external_id: Some(external_id),
-                    base_hash: Some(hash),
-                    changes,
-                    payload,
-                    natural_key: None,
-                    defaults: BTreeMap::new(),
-                    warnings,
+        targets.push(Target {
+            name,
+            kind: source.kind,
+            policy,
+            mapping: &mapping.mapping,
+            updates: Vec::new(),
+            update_refused: Vec::new(),
+            creates: Vec::new(),
+            create_refused: Vec::new(),
+        });
+    }
+    let mut plan = Plan::default();
+    if targets.is_empty() {
+        return Ok(plan);
+    }
+    let overrides = load_all_overrides(conn)?;
+    let no_overrides = BTreeMap::new();
+    let mut stmt = conn.prepare(
+        "SELECT l.person_id, l.source, l.external_id, l.kind, c.values_json, c.mapped_at,
+                CASE WHEN s.deleted_at IS NULL THEN s.content_hash END
+         FROM person_link l
+         LEFT JOIN canonical_record c ON c.source = l.source AND c.external_id = l.external_id
+         LEFT JOIN source_record s ON s.source = l.source AND s.external_id = l.external_id
+         ORDER BY l.person_id, l.source, l.external_id",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut person: Option<i64> = None;
+    let mut links: Vec<LinkRow> = Vec::new();
+    loop {
+        let row = rows.next()?;
+        let next_person: Option<i64> = match row {
+            Some(r) => Some(r.get(0)?),
+            None => None,
+        };
+        if let Some(p) = person
+            && next_person != Some(p)
+        {
+            plan_person(
+                p,
+                &mut links,
+                overrides.get(&p).unwrap_or(&no_overrides),
+                config,
+                &mut targets,
+            );
+            links.clear();
+        }
+        let Some(r) = row else {
+            break;
+        };
+        person = next_person;
+        let values_json: Option<String> = r.get(4)?;
+        links.push(LinkRow {
+            source: r.get(1)?,
+            external_id: r.get(2)?,
+            kind: r.get(3)?,
+            values: values_json.as_deref().map(values_from_json),
+            mapped_at: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+            live_hash: r.get(6)?,
+        });
+    }
+    for t in targets {
+        plan.writes.extend(t.updates);
+        plan.writes.extend(t.creates);
+        plan.refused.extend(t.update_refused);
+        plan.refused.extend(t.create_refused);
+    }
+    Ok(plan)
+}
+
+/// Plans one person for every target. `links` are the person's links in (source,
+/// external id) order; their values are moved into the survivorship input.
+fn plan_person(
+    person: i64,
+    links: &mut [LinkRow],
+    overrides: &BTreeMap<Field, Override>,
+    config: &Config,
+    targets: &mut [Target<'_>],
+) {
+    // Which targets this person concerns: records to update, or a create.
+    let updates_any = targets.iter().any(|t| {
+        !t.policy.fields.is_empty()
+            && links
+                .iter()
+                .any(|l| &l.source == t.name && l.values.is_some() && l.live_hash.is_some())
+    });
+    let creates: Vec<bool> = targets
+        .iter()
+        .map(|t| {
+            t.policy.create
+                && !links.iter().any(|l| &l.source == t.name)
+                && links.iter().any(|l| {
+                    l.kind
+                        .parse::<SourceKind>()
+                        .is_ok_and(|k| family(k) == family(t.kind))
+                })
+        })
+        .collect();
+    if !updates_any && !creates.iter().any(|c| *c) {
+        return;
+    }
+    // The person's records (those with a canonical form and a known kind), as `load_person`
+    // reads them; the values are borrowed back below for the updates.
+    let mut observations: Vec<Observation> = Vec::new();
+    let mut observed: Vec<Option<usize>> = Vec::with_capacity(links.len());
+    for l in links.iter_mut() {
+        match (l.values.take(), l.kind.parse::<SourceKind>()) {
+            (Some(values), Ok(kind)) => {
+                observed.push(Some(observations.len()));
+                observations.push(Observation {
+                    source: l.source.clone(),
+                    external_id: l.external_id.clone(),
+                    kind,
+                    values,
+                    observed_at: l.mapped_at.clone(),
                 });
             }
-        }
-        if policy.create {
-            let mut stmt = conn.prepare(
-                "SELECT DISTINCT l.person_id, l.kind FROM person_link l
-                 WHERE NOT EXISTS (SELECT 1 FROM person_link m WHERE m.person_id = l.person_id AND m.source = ?1)
-                 ORDER BY l.person_id",
-            )?;
-            let rows: Vec<(i64, String)> = stmt
-                .query_map([name], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            let candidates: Vec<i64> = {
-                let mut seen = HashSet::new();
-                rows.into_iter()
-                    .filter(|(_, kind)| {
-                        kind.parse::<SourceKind>()
-                            .is_ok_and(|k| family(k) == family(source.kind))
-                    })
-                    .filter_map(|(p, _)| seen.insert(p).then_some(p))
-                    .collect()
-            };
-            'person: for person in candidates {
-                let want = desired(person)?;
-                for alternatives in required_for_create(source.kind) {
-                    if !alternatives.iter().any(|f| want.contains_key(f)) {
-                        plan.refused.push(Refusal {
-                            source: name.clone(),
-                            external_id: None,
-                            person_id: person,
-                            field: alternatives[0],
-                            reason: format!(
-                                "{} needs it to create a person, and the person has none",
-                                source.kind
-                            ),
-                        });
-                        continue 'person;
-                    }
-                }
-                let extra: &[Field] = if source.kind == SourceKind::CarehqServiceUsers {
-                    &[Field::GivenAge]
-                } else {
-                    &[]
-                };
-                let fields: Vec<Field> = IDENTITY
-                    .iter()
-                    .chain(extra)
-                    .chain(&policy.fields)
-                    .copied()
-                    .collect();
-                let mut changes: Vec<FieldChange> = Vec::new();
-                for field in fields {
-                    if changes.iter().any(|c| c.field == field) {
-                        continue;
-                    }
-                    if let Some(c) = want.get(&field) {
-                        changes.push(FieldChange {
-                            field,
-                            old: None,
-                            new: c.value.clone(),
-                        });
-                    }
-                }
-                let values: CanonicalValues =
-                    changes.iter().map(|c| (c.field, c.new.clone())).collect();
-                let payload = mapping.reverse(&values);
-                let natural_key = NaturalKey {
-                    email: values.email().map(|e| e.as_str().to_string()),
-                    given_name: values
-                        .get(Field::GivenName)
-                        .and_then(Value::as_text)
-                        .map(str::to_string),
-                    family_name: values
-                        .get(Field::FamilyName)
-                        .and_then(Value::as_text)
-                        .map(str::to_string),
-                    birth_date: values.birth_date().map(|d| d.to_string()),
-                };
-                let (changes, payload) =
-                    keep_encodable(&mut plan.refused, name, None, person, changes, payload);
-                let defaults = match fill_templates(&policy.create_defaults, &want) {
-                    Ok(d) => d,
-                    Err(field) => {
-                        plan.refused.push(Refusal {
-                            source: name.clone(),
-                            external_id: None,
-                            person_id: person,
-                            field,
-                            reason: "a create_defaults template names this field, and the person has no value for it".into(),
-                        });
-                        continue;
-                    }
-                };
-                plan.writes.push(PlannedWrite {
-                    source: name.clone(),
-                    kind: source.kind,
-                    person_id: person,
-                    action: Action::Create,
-                    external_id: None,
-                    base_hash: None,
-                    changes,
-                    payload,
-                    natural_key: Some(natural_key),
-                    defaults,
-                    warnings: Vec::new(),
-                });
+            (values, _) => {
+                l.values = values;
+                observed.push(None);
             }
         }
     }
-    Ok(plan)
+    let want = survive(&observations, overrides, &config.survivorship);
+    for (t, create) in targets.iter_mut().zip(creates) {
+        if !t.policy.fields.is_empty() {
+            for (i, l) in links.iter().enumerate() {
+                if &l.source != t.name {
+                    continue;
+                }
+                let Some(hash) = &l.live_hash else {
+                    continue;
+                };
+                let have = match observed[i] {
+                    Some(o) => &observations[o].values,
+                    None => match &l.values {
+                        Some(v) => v,
+                        None => continue,
+                    },
+                };
+                plan_update(t, person, &l.external_id, hash, have, &want);
+            }
+        }
+        if create {
+            plan_create(t, person, &want);
+        }
+    }
+}
+
+/// The update of one record, if its values differ from the person's.
+fn plan_update(
+    t: &mut Target<'_>,
+    person: i64,
+    external_id: &str,
+    hash: &str,
+    have: &CanonicalValues,
+    want: &BTreeMap<Field, Chosen>,
+) {
+    let name = t.name;
+    let mut changes = Vec::new();
+    for field in &t.policy.fields {
+        let Some(new) = want.get(field).map(|c| c.value.clone()) else {
+            continue;
+        };
+        let old = have.get(*field).cloned();
+        if old.as_ref() == Some(&new) {
+            continue;
+        }
+        if t.kind == SourceKind::CarevalidateUsers && *field == Field::Email {
+            t.update_refused.push(Refusal {
+                source: name.clone(),
+                external_id: Some(external_id.to_string()),
+                person_id: person,
+                field: *field,
+                reason: "CareValidate keys users by email: an email change cannot be pushed there"
+                    .into(),
+            });
+            continue;
+        }
+        changes.push(FieldChange {
+            field: *field,
+            old,
+            new,
+        });
+    }
+    if changes.is_empty() {
+        return;
+    }
+    let values: CanonicalValues = changes.iter().map(|c| (c.field, c.new.clone())).collect();
+    let payload = t.mapping.reverse(&values);
+    let external_id = external_id.to_string();
+    let (changes, payload) = keep_encodable(
+        &mut t.update_refused,
+        name,
+        Some(&external_id),
+        person,
+        changes,
+        payload,
+    );
+    if changes.is_empty() {
+        return;
+    }
+    let warnings = locked_warnings(t.kind, &changes);
+    t.updates.push(PlannedWrite {
+        source: name.clone(),
+        kind: t.kind,
+        person_id: person,
+        action: Action::Update,
+        external_id: Some(external_id),
+        base_hash: Some(hash.to_string()),
+        changes,
+        payload,
+        natural_key: None,
+        defaults: BTreeMap::new(),
+        warnings,
+    });
+}
+
+/// The create of a person in a source of its family that lacks it.
+fn plan_create(t: &mut Target<'_>, person: i64, want: &BTreeMap<Field, Chosen>) {
+    let name = t.name;
+    for alternatives in required_for_create(t.kind) {
+        if !alternatives.iter().any(|f| want.contains_key(f)) {
+            t.create_refused.push(Refusal {
+                source: name.clone(),
+                external_id: None,
+                person_id: person,
+                field: alternatives[0],
+                reason: format!(
+                    "{} needs it to create a person, and the person has none",
+                    t.kind
+                ),
+            });
+            return;
+        }
+    }
+    let extra: &[Field] = if t.kind == SourceKind::CarehqServiceUsers {
+        &[Field::GivenAge]
+    } else {
+        &[]
+    };
+    let fields: Vec<Field> = IDENTITY
+        .iter()
+        .chain(extra)
+        .chain(&t.policy.fields)
+        .copied()
+        .collect();
+    let mut changes: Vec<FieldChange> = Vec::new();
+    for field in fields {
+        if changes.iter().any(|c| c.field == field) {
+            continue;
+        }
+        if let Some(c) = want.get(&field) {
+            changes.push(FieldChange {
+                field,
+                old: None,
+                new: c.value.clone(),
+            });
+        }
+    }
+    let values: CanonicalValues = changes.iter().map(|c| (c.field, c.new.clone())).collect();
+    let payload = t.mapping.reverse(&values);
+    let natural_key = NaturalKey {
+        email: values.email().map(|e| e.as_str().to_string()),
+        given_name: values
+            .get(Field::GivenName)
+            .and_then(Value::as_text)
+            .map(str::to_string),
+        family_name: values
+            .get(Field::FamilyName)
+            .and_then(Value::as_text)
+            .map(str::to_string),
+        birth_date: values.birth_date().map(|d| d.to_string()),
+    };
+    let (changes, payload) =
+        keep_encodable(&mut t.create_refused, name, None, person, changes, payload);
+    let defaults = match fill_templates(&t.policy.create_defaults, want) {
+        Ok(d) => d,
+        Err(field) => {
+            t.create_refused.push(Refusal {
+                source: name.clone(),
+                external_id: None,
+                person_id: person,
+                field,
+                reason: "a create_defaults template names this field, and the person has no value for it".into(),
+            });
+            return;
+        }
+    };
+    t.creates.push(PlannedWrite {
+        source: name.clone(),
+        kind: t.kind,
+        person_id: person,
+        action: Action::Create,
+        external_id: None,
+        base_hash: None,
+        changes,
+        payload,
+        natural_key: Some(natural_key),
+        defaults,
+        warnings: Vec::new(),
+    });
 }
 
 /// `create_defaults` values may name canonical fields, `"{email}"` or `"{given_name}.{family_name}"`

@@ -20,6 +20,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!("../../schema/0002_canonical.sql")),
         M::up(include_str!("../../schema/0003_writeback.sql")),
         M::up(include_str!("../../schema/0004_operations.sql")),
+        M::up(include_str!("../../schema/0005_performance.sql")),
     ])
 });
 

@@ -13,6 +13,12 @@ use super::now_rfc3339;
 
 const ROWS_PER_TRANSACTION: usize = 1000;
 const QUEUE_DEPTH: usize = 64;
+/// The writer's page cache, in KiB: linking rewrites many persons in one transaction, and a
+/// cache much smaller than that transaction spills pages to the WAL and re-reads them.
+const CACHE_KIB: i64 = 32 * 1024;
+/// Prepared statements kept per connection: the writer, linking and materialising use
+/// about forty distinct fixed statements; SQLite's default of 16 would re-prepare them.
+const STATEMENT_CACHE: usize = 96;
 
 /// One record as it goes into `source_record`, with its canonical form when mapped.
 #[derive(Debug, Clone)]
@@ -105,6 +111,10 @@ pub struct Writer {
 
 impl Writer {
     pub fn spawn(conn: Connection) -> Writer {
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        if let Err(e) = conn.pragma_update(None, "cache_size", -CACHE_KIB) {
+            tracing::warn!(error = %e, "cannot enlarge the writer's page cache");
+        }
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         thread::Builder::new()
             .name("caresync-writer".into())
@@ -225,16 +235,30 @@ fn commit_pages(
     }
 }
 
+/// A stored record: content hash, last scan that saw it, deleted upstream, and the mapping
+/// hash of its canonical row and of its mapping failure (at most one of them exists).
+type Found = (String, i64, bool, Option<String>, Option<String>);
+
+/// Which of a record's derived rows are stored already.
+#[derive(Debug, Clone, Copy, Default)]
+struct Stored {
+    canonical: bool,
+    failure: bool,
+}
+
 /// Stores a record's canonical form (or its mapping failure) and queues it for linking.
 fn write_canonical(
     tx: &rusqlite::Transaction<'_>,
     page: &PageWrite,
     record: &StoredRecord,
-    canonical: &Canonical,
     mapping_hash: &str,
     now: &str,
+    stored: Stored,
     counts: &mut PageCounts,
 ) -> Result<()> {
+    let Some(canonical) = &record.canonical else {
+        return Ok(());
+    };
     let source: &str = &page.source;
     match canonical {
         Canonical::Mapped {
@@ -249,10 +273,12 @@ fn write_canonical(
                      problems_json = excluded.problems_json, mapped_at = excluded.mapped_at",
             )?
             .execute(params![source, record.external_id, page.kind, record.content_hash, mapping_hash, values_json, problems_json, now])?;
-            tx.prepare_cached(
-                "DELETE FROM mapping_failure WHERE source = ?1 AND external_id = ?2",
-            )?
-            .execute(params![source, record.external_id])?;
+            if stored.failure {
+                tx.prepare_cached(
+                    "DELETE FROM mapping_failure WHERE source = ?1 AND external_id = ?2",
+                )?
+                .execute(params![source, record.external_id])?;
+            }
             counts.mapped += 1;
         }
         Canonical::Failed { code, reason } => {
@@ -264,10 +290,12 @@ fn write_canonical(
             )?
             .execute(params![source, record.external_id, code, reason, mapping_hash, now])?;
             // Its old canonical form no longer describes the record.
-            tx.prepare_cached(
-                "DELETE FROM canonical_record WHERE source = ?1 AND external_id = ?2",
-            )?
-            .execute(params![source, record.external_id])?;
+            if stored.canonical {
+                tx.prepare_cached(
+                    "DELETE FROM canonical_record WHERE source = ?1 AND external_id = ?2",
+                )?
+                .execute(params![source, record.external_id])?;
+            }
             counts.mapping_failures += 1;
         }
     }
@@ -279,7 +307,7 @@ fn write_canonical(
 fn write_page(tx: &rusqlite::Transaction<'_>, page: &PageWrite, now: &str) -> Result<PageCounts> {
     let mut counts = PageCounts::default();
     let mut lookup = tx.prepare_cached(
-        "SELECT s.content_hash, s.seen_scan, s.deleted_at IS NOT NULL, COALESCE(c.mapping_hash, f.mapping_hash)
+        "SELECT s.content_hash, s.seen_scan, s.deleted_at IS NOT NULL, c.mapping_hash, f.mapping_hash
          FROM source_record s
          LEFT JOIN canonical_record c ON c.source = s.source AND c.external_id = s.external_id
          LEFT JOIN mapping_failure f ON f.source = s.source AND f.external_id = s.external_id
@@ -306,21 +334,27 @@ fn write_page(tx: &rusqlite::Transaction<'_>, page: &PageWrite, now: &str) -> Re
         if suppressed.contains(&record.external_id) {
             continue;
         }
-        let existing: Option<(String, i64, bool, Option<String>)> = lookup
+        let found: Option<Found> = lookup
             .query_row(params![source, record.external_id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })
             .optional()?;
+        let stored = found.as_ref().map_or(Stored::default(), |e| Stored {
+            canonical: e.3.is_some(),
+            failure: e.4.is_some(),
+        });
+        let existing: Option<(String, i64, bool, Option<String>)> =
+            found.map(|(hash, seen, deleted, c, f)| (hash, seen, deleted, c.or(f)));
         let content_changed = existing
             .as_ref()
             .is_none_or(|e| e.0 != record.content_hash || e.2);
         let mapping_changed = existing
             .as_ref()
             .is_none_or(|e| e.3.as_deref() != page.mapping_hash.as_deref());
-        if let (Some(canonical), Some(mapping_hash)) = (&record.canonical, &page.mapping_hash)
+        if let (Some(_), Some(mapping_hash)) = (&record.canonical, &page.mapping_hash)
             && (content_changed || mapping_changed)
         {
-            write_canonical(tx, page, record, canonical, mapping_hash, now, &mut counts)?;
+            write_canonical(tx, page, record, mapping_hash, now, stored, &mut counts)?;
         }
         match existing.map(|(hash, seen, deleted, _)| (hash, seen, deleted)) {
             None => {
