@@ -126,6 +126,10 @@ struct Target<'a> {
     kind: SourceKind,
     policy: &'a crate::config::PushPolicy,
     mapping: &'a crate::transform::CompiledMapping,
+    /// Fields this source takes but never gives back (CareHQ's `phone`): an update could not
+    /// be confirmed and would be planned again after every push, so they are written on
+    /// create only.
+    write_only: HashSet<Field>,
     /// This source's planned writes and refusals: updates first, then creates.
     updates: Vec<PlannedWrite>,
     update_refused: Vec<Refusal>,
@@ -158,11 +162,22 @@ pub fn compute(conn: &Connection, config: &Config, mappings: &Mappings) -> Resul
         let Some(mapping) = mappings.for_kind(source.kind) else {
             continue;
         };
+        let read: HashSet<&str> = mapping.mapping.mapped_source_fields().collect();
+        let write_only = mapping
+            .mapping
+            .writable_fields()
+            .filter(|(field, path)| {
+                !read.contains(path)
+                    && !mapping.mapping.writable_fields().any(|(f, p)| f == *field && read.contains(p))
+            })
+            .map(|(field, _)| field)
+            .collect();
         targets.push(Target {
             name,
             kind: source.kind,
             policy,
             mapping: &mapping.mapping,
+            write_only,
             updates: Vec::new(),
             update_refused: Vec::new(),
             creates: Vec::new(),
@@ -323,6 +338,16 @@ fn plan_update(
         };
         let old = have.get(*field).cloned();
         if old.as_ref() == Some(&new) {
+            continue;
+        }
+        if t.write_only.contains(field) {
+            t.update_refused.push(Refusal {
+                source: name.clone(),
+                external_id: Some(external_id.to_string()),
+                person_id: person,
+                field: *field,
+                reason: format!("{} never returns this field, so an update could not be confirmed; it is written on create only", t.kind),
+            });
             continue;
         }
         if t.kind == SourceKind::CarevalidateUsers && *field == Field::Email {
