@@ -177,6 +177,50 @@ fn load_live(conn: &Connection, only: Option<&[RecordRef]>) -> Result<Vec<InputR
         .collect())
 }
 
+/// When persons merge, the retired person's live overrides move to the person that took most
+/// of its records (a later override of the same field there wins), so no correction silently
+/// stops applying.
+fn carry_overrides_of_merged_persons(
+    tx: &Connection,
+    previous: &HashMap<RecordRef, StoredLink>,
+    members: &[Vec<RecordRef>],
+    ids: &[PersonId],
+) -> Result<()> {
+    let kept: HashSet<i64> = ids.iter().map(|i| i.0).collect();
+    let mut moves: HashMap<i64, HashMap<i64, usize>> = HashMap::new();
+    for (records, id) in members.iter().zip(ids) {
+        for r in records {
+            if let Some(old) = previous.get(r).map(|l| l.0)
+                && old != id.0
+                && !kept.contains(&old)
+            {
+                *moves.entry(old).or_default().entry(id.0).or_default() += 1;
+            }
+        }
+    }
+    for (old, targets) in moves {
+        let Some((&new, _)) = targets
+            .iter()
+            .max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id)))
+        else {
+            continue;
+        };
+        tx.execute(
+            "UPDATE operator_override SET person_id = ?2 WHERE person_id = ?1 AND superseded_at IS NULL",
+            params![old, new],
+        )?;
+        tx.execute(
+            "UPDATE operator_override SET superseded_at = ?2
+             WHERE person_id = ?1 AND superseded_at IS NULL AND EXISTS (
+                 SELECT 1 FROM operator_override later
+                 WHERE later.person_id = ?1 AND later.field = operator_override.field
+                   AND later.superseded_at IS NULL AND later.override_id > operator_override.override_id)",
+            params![new, now_rfc3339()],
+        )?;
+    }
+    Ok(())
+}
+
 /// The stored link of a record: (person, rule, score).
 type StoredLink = (i64, String, Option<f64>);
 
@@ -248,6 +292,8 @@ fn persist(
         "UPDATE id_sequence SET next = ?1 WHERE name = 'person'",
         [next_id],
     )?;
+
+    carry_overrides_of_merged_persons(tx, &previous, &members, &ids)?;
 
     let phase = Instant::now();
     let mut affected_persons: BTreeSet<i64> = BTreeSet::new();
@@ -402,4 +448,53 @@ fn persist(
         "links persisted"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_follow_a_merge_to_the_surviving_person() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        let add = |person: i64, field: &str, value: &str| {
+            conn.execute(
+                "INSERT INTO operator_override (person_id, field, value_json, reason, actor, created_at)
+                 VALUES (?1, ?2, ?3, 'test', 'test', '2026-01-01T00:00:00Z')",
+                params![person, field, format!("\"{value}\"")],
+            )
+            .unwrap();
+        };
+        add(7, "mobile", "+447700900001"); // the surviving person's, older
+        add(9, "mobile", "+447700900002"); // the retired person's, newer: wins
+        add(9, "title", "Dr");
+        let link = |id: i64| (id, "single".to_string(), None);
+        let a = RecordRef::new("homes", "a");
+        let b = RecordRef::new("market", "b");
+        let previous: HashMap<RecordRef, StoredLink> =
+            [(a.clone(), link(7)), (b.clone(), link(9))].into();
+        carry_overrides_of_merged_persons(&conn, &previous, &[vec![a, b]], &[PersonId(7)]).unwrap();
+        let live: Vec<(i64, String, String)> = conn
+            .prepare("SELECT person_id, field, value_json FROM operator_override WHERE superseded_at IS NULL ORDER BY field")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            live,
+            vec![
+                (7, "mobile".into(), "\"+447700900002\"".into()),
+                (7, "title".into(), "\"Dr\"".into())
+            ]
+        );
+        let audit: i64 = conn
+            .query_row("SELECT count(*) FROM operator_override", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            audit, 3,
+            "nothing is deleted: the older override is superseded, kept for audit"
+        );
+    }
 }

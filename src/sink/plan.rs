@@ -168,7 +168,10 @@ pub fn compute(conn: &Connection, config: &Config, mappings: &Mappings) -> Resul
             .writable_fields()
             .filter(|(field, path)| {
                 !read.contains(path)
-                    && !mapping.mapping.writable_fields().any(|(f, p)| f == *field && read.contains(p))
+                    && !mapping
+                        .mapping
+                        .writable_fields()
+                        .any(|(f, p)| f == *field && read.contains(p))
             })
             .map(|(field, _)| field)
             .collect();

@@ -405,7 +405,11 @@ async fn creates_reach_carehq_and_pace_with_their_encodings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_field_the_source_never_returns_is_not_updated_forever() {
     // CareHQ takes `phone` on writes but never lists it: an update could not be confirmed.
-    let h = harness(150, "[push.carehq_residents]\nfields = [\"phone\", \"mobile\"]\n").await;
+    let h = harness(
+        150,
+        "[push.carehq_residents]\nfields = [\"phone\", \"mobile\"]\n",
+    )
+    .await;
     assert_all_succeeded(&h.run(Mode::Backfill).await);
     let (ok, out, err) = h.cli(&["plan", "--json"]);
     assert!(ok, "{err}");
@@ -420,7 +424,10 @@ async fn a_field_the_source_never_returns_is_not_updated_forever() {
     assert_eq!(phone_updates, 0, "phone was planned as an update");
     let refused = plan["refused"].as_array().unwrap();
     assert!(
-        refused.iter().any(|r| r["field"] == "phone" && r["reason"].as_str().unwrap().contains("never returns")),
+        refused
+            .iter()
+            .any(|r| r["field"] == "phone"
+                && r["reason"].as_str().unwrap().contains("never returns")),
         "{out}"
     );
     h.sims.shutdown().await;
