@@ -87,7 +87,7 @@ pub async fn set(config: &Config, args: SetArgs) -> anyhow::Result<ExitCode> {
         "override recorded"
     );
     println!(
-        "person {person_id}: {} overridden (override {override_id}); it wins survivorship and `caresync push` will write it to the {linked} linked records that hold it",
+        "person {person_id}: {} overridden (override {override_id}); it wins survivorship, and `caresync push` writes it to those of the {linked} linked records whose source is configured to receive it",
         field.name()
     );
     Ok(ExitCode::SUCCESS)
