@@ -52,10 +52,6 @@ impl Linker {
         }
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
     /// Links what the queue holds, in one transaction.
     pub fn link_pending(&mut self, conn: &mut Connection) -> Result<LinkOutcome> {
         let started = Instant::now();

@@ -171,10 +171,6 @@ impl HttpClient {
             .build()?)
     }
 
-    pub fn limiter(&self) -> &Arc<RateLimiter> {
-        &self.limiter
-    }
-
     /// Sends `spec`, retrying transient failures, and parses the body with `parse` off the
     /// async workers. A body `parse` rejects counts as transient (truncated or malformed).
     pub async fn execute<T, P>(&self, spec: &RequestSpec, parse: P) -> Result<T, FetchError>

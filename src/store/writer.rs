@@ -153,23 +153,6 @@ impl Writer {
         rx.await
             .map_err(|_| anyhow!("the store writer dropped a request"))?
     }
-
-    /// The same as [`Writer::call`] from a thread that is not async.
-    pub fn call_blocking<R, F>(&self, f: F) -> Result<R>
-    where
-        R: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<R> + Send + 'static,
-    {
-        let (reply, rx) = oneshot::channel();
-        let job: Exec = Box::new(move |conn| {
-            let _ = reply.send(f(conn));
-        });
-        self.tx
-            .blocking_send(Job::Exec(job))
-            .map_err(|_| anyhow!("the store writer has stopped"))?;
-        rx.blocking_recv()
-            .map_err(|_| anyhow!("the store writer dropped a request"))?
-    }
 }
 
 fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {

@@ -107,16 +107,6 @@ pub struct RunReport {
     pub link: Result<LinkOutcome, String>,
 }
 
-impl RunReport {
-    pub fn succeeded(&self) -> bool {
-        self.link.is_ok()
-            && self
-                .sources
-                .iter()
-                .all(|o| o.status == RunStatus::Succeeded)
-    }
-}
-
 impl Pipeline {
     /// Compiles the mappings (a broken mapping file stops here, before any request).
     pub fn new(config: Config, store: &Store) -> Result<Pipeline> {

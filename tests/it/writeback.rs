@@ -432,3 +432,72 @@ async fn a_field_the_source_never_returns_is_not_updated_forever() {
     );
     h.sims.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_whose_answer_was_lost_is_settled_not_conflicted() {
+    let h = harness(200, "[push.carehq_residents]\nfields = [\"mobile\"]\n").await;
+    assert_all_succeeded(&h.run(Mode::Backfill).await);
+    let (ok, _, err) = h.cli(&["push", "--yes"]);
+    assert!(ok, "{err}");
+    let persons: Vec<(i64, String)> = {
+        let db = h.db();
+        let mut s = db
+            .prepare("SELECT person_id, external_id FROM person_link WHERE source = 'carehq_residents' ORDER BY 1 LIMIT 10")
+            .unwrap();
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    for (i, (person, _)) in persons.iter().enumerate() {
+        let (ok, _, err) = h.cli(&[
+            "set",
+            &person.to_string(),
+            &format!("mobile=077009008{i:02}"),
+            "--reason",
+            "test",
+        ]);
+        assert!(ok, "{err}");
+    }
+    // Half the answers are lost after the API applied the update.
+    h.sims.state().set_faults(FaultConfig {
+        seed: 8,
+        drop_rate: 0.5,
+        ..FaultConfig::default()
+    });
+    let _ = h.cli(&["push", "--yes"]);
+    let uncertain =
+        h.count("SELECT count(*) FROM outbox WHERE status = 'sending' AND action = 'update'");
+    assert!(uncertain > 0, "some updates should have lost their answer");
+    h.sims.state().set_faults(FaultConfig::default());
+    let (ok, out, err) = h.cli(&["push", "--yes"]);
+    assert!(
+        ok,
+        "the lost updates were taken for conflicts:\n{out}\n{err}"
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM outbox WHERE status = 'sending'"),
+        0
+    );
+    assert_eq!(h.count("SELECT count(*) FROM v_conflicts"), 0);
+    assert!(
+        h.count(
+            "SELECT count(*) FROM write_log WHERE action = 'update' AND outcome = 'found_existing'"
+        ) >= uncertain
+    );
+    for (i, (_, id)) in persons.iter().enumerate() {
+        let expected = format!("77009008{i:02}");
+        assert_eq!(
+            mobile_of(
+                SourceKind::CarehqServiceUsers,
+                &upstream(&h, SourceKind::CarehqServiceUsers, id)
+            )
+            .as_deref(),
+            Some(expected.as_str()),
+            "{id}"
+        );
+    }
+    let (_, out, _) = h.cli(&["plan"]);
+    assert_eq!(out.trim(), "No changes.");
+    h.sims.shutdown().await;
+}
