@@ -246,3 +246,30 @@ impl ListApi for CareHqList {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::transform::SourceSchema;
+
+    /// The attributes we ask for are the documented fields the mappings read (their top-level
+    /// names), less the two that only the create response uses: the lists must not drift.
+    #[test]
+    fn requested_attributes_match_the_documented_fields() {
+        for (schema, asked) in [
+            (SourceSchema::CarehqServiceUsers, SERVICE_USER_ATTRIBUTES),
+            (SourceSchema::CarehqUsers, USER_ATTRIBUTES),
+        ] {
+            let documented: BTreeSet<&str> = schema
+                .readable()
+                .iter()
+                .map(|p| p.split('.').next().unwrap_or(p))
+                .filter(|p| !matches!(*p, "dob_str" | "fnc_application_date_str"))
+                .collect();
+            let asked: BTreeSet<&str> = asked.iter().copied().collect();
+            assert_eq!(asked, documented, "{}", schema.name());
+        }
+    }
+}
