@@ -64,9 +64,10 @@ pub async fn push(config: Config, args: PushArgs) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     } else {
         anyhow::bail!(
-            "{} writes failed and {} met conflicts (see `caresync status` and v_conflicts)",
+            "{} writes failed, {} met conflicts and {} were held back (see `caresync status` and v_conflicts)",
             report.failed.len(),
-            report.conflicts.len()
+            report.conflicts.len(),
+            report.held.len()
         )
     }
 }

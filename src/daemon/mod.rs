@@ -173,7 +173,7 @@ impl Daemon {
                 found_existing = r.found_existing,
                 conflicts = r.conflicts.len(),
                 failed = r.failed.len(),
-                held = r.held,
+                held = r.held.len(),
                 "push finished"
             ),
             Err(e) => tracing::error!(error = %format!("{e:#}"), "push failed"),

@@ -29,13 +29,14 @@ pub struct PushReport {
     pub found_existing: usize,
     pub conflicts: Vec<String>,
     pub failed: Vec<String>,
-    /// Writes waiting for their backoff to pass, or refused before for the same payload.
-    pub held: usize,
+    /// Writes not sent: refused before for the same payload, or waiting for their backoff.
+    pub held: Vec<String>,
 }
 
 impl PushReport {
+    /// Every planned write succeeded.
     pub fn ok(&self) -> bool {
-        self.conflicts.is_empty() && self.failed.is_empty()
+        self.conflicts.is_empty() && self.failed.is_empty() && self.held.is_empty()
     }
 
     pub fn render(&self) -> String {
@@ -45,13 +46,16 @@ impl PushReport {
             self.found_existing,
             self.conflicts.len(),
             self.failed.len(),
-            self.held
+            self.held.len()
         );
         for c in &self.conflicts {
             out.push_str(&format!("  conflict: {c}\n"));
         }
         for f in &self.failed {
             out.push_str(&format!("  failed: {f}\n"));
+        }
+        for h in &self.held {
+            out.push_str(&format!("  held back: {h}\n"));
         }
         out
     }
@@ -79,7 +83,12 @@ pub async fn apply(writer: &Writer, sources: &[Source], plan: &Plan) -> Result<P
             continue;
         };
         let Some(write_id) = begin(writer, write).await? else {
-            report.held += 1;
+            report.held.push(format!(
+                "{} {} (person {}): an earlier attempt failed validation with the same values, or is backing off (see outbox)",
+                write.source,
+                write.external_id.as_deref().unwrap_or("(new)"),
+                write.person_id
+            ));
             continue;
         };
         let outcome = send(writer, source, write, write_id.1).await?;

@@ -306,7 +306,8 @@ async fn a_validation_error_is_kept_and_not_retried() {
         "{reason}"
     );
     let writes = h.sims.state().stats(SourceKind::CarehqServiceUsers).writes;
-    let (_, out, _) = h.cli(&["push", "--yes"]);
+    let (ok, out, _) = h.cli(&["push", "--yes"]);
+    assert!(!ok, "a write held back is not a success:\n{out}");
     assert!(out.contains("held back"), "{out}");
     assert_eq!(
         h.sims.state().stats(SourceKind::CarehqServiceUsers).writes,
