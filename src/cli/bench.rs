@@ -263,7 +263,7 @@ async fn link_all(
         .call(move |conn| {
             let tx = conn.transaction()?;
             tx.execute_batch(
-                "DELETE FROM field_provenance; DELETE FROM lifestyle; DELETE FROM health_profile;
+                "DELETE FROM person_provenance; DELETE FROM lifestyle; DELETE FROM health_profile;
                  DELETE FROM staff_user; DELETE FROM service_user; DELETE FROM person_link;
                  DELETE FROM person; DELETE FROM link_review; DELETE FROM link_runner_up;
                  INSERT OR IGNORE INTO relink_queue (source, external_id)

@@ -169,7 +169,7 @@ pub fn erase_person(
     for table in [
         "link_runner_up",
         "person_link",
-        "field_provenance",
+        "person_provenance",
         "service_user",
         "staff_user",
         "health_profile",

@@ -13,9 +13,10 @@ use anyhow::Result;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::materialize::{
-    Materialized, ProvenanceBatch, load_all_overrides, load_observations, load_overrides,
-    materialize_with, values_from_json,
+    Materialized, choose_rows, load_all_overrides, load_observations, load_overrides,
+    values_from_json, write_rows,
 };
+use super::scan::{Read, for_each_person};
 use super::survivorship::Policy;
 use crate::identity::{
     Candidate, Change, Cluster, InputRecord, LinkIndex, MatchConfig, PersonId, RecordRef,
@@ -403,40 +404,9 @@ fn persist(
     }
 
     let review_ms = phase.elapsed().as_millis() as u64;
-    // Overrides are few: one scan serves a large relink, a query per person a small one.
-    let all_overrides = if affected_persons.len() > 256 {
-        Some(load_all_overrides(tx)?)
-    } else {
-        None
-    };
-    let no_overrides = BTreeMap::new();
-    let mut batch = ProvenanceBatch::default();
-    for person_id in affected_persons {
-        let observations = load_observations(tx, person_id)?;
-        let own;
-        let overrides = match &all_overrides {
-            Some(all) => all.get(&person_id).unwrap_or(&no_overrides),
-            None => {
-                own = load_overrides(tx, person_id)?;
-                &own
-            }
-        };
-        match materialize_with(
-            tx,
-            person_id,
-            &observations,
-            overrides,
-            policy,
-            person_id >= first_new_id,
-            &now,
-            &mut batch,
-        )? {
-            Materialized::Written => outcome.persons_written += 1,
-            Materialized::Unchanged => {}
-            Materialized::Removed => outcome.persons_removed += 1,
-        }
-    }
-    batch.flush(tx)?;
+    let persons_written = materialize_persons(tx, &affected_persons, first_new_id, policy, &now)?;
+    outcome.persons_written += persons_written.0;
+    outcome.persons_removed += persons_written.1;
     tracing::debug!(
         links_ms,
         review_ms,
@@ -446,9 +416,206 @@ fn persist(
     Ok(())
 }
 
+/// Persons re-materialised one query each below this many; above it, one ordered pass over
+/// every link with the persons chosen on worker threads.
+const PERSONS_FOR_A_FULL_PASS: usize = 2048;
+
+/// Writes the persons in `affected` (removing those with no record left). Returns the
+/// persons (written, removed).
+fn materialize_persons(
+    tx: &Connection,
+    affected: &BTreeSet<i64>,
+    first_new_id: i64,
+    policy: &Policy,
+    now: &str,
+) -> Result<(usize, usize)> {
+    let full_pass = affected.len() >= PERSONS_FOR_A_FULL_PASS;
+    materialize_persons_by(tx, affected, first_new_id, policy, now, full_pass)
+}
+
+fn materialize_persons_by(
+    tx: &Connection,
+    affected: &BTreeSet<i64>,
+    first_new_id: i64,
+    policy: &Policy,
+    now: &str,
+    full_pass: bool,
+) -> Result<(usize, usize)> {
+    let mut counts = (0, 0);
+    let mut count = |m: Materialized| match m {
+        Materialized::Written => counts.0 += 1,
+        Materialized::Unchanged => {}
+        Materialized::Removed => counts.1 += 1,
+    };
+    if !full_pass {
+        for &person_id in affected {
+            let observations = load_observations(tx, person_id)?;
+            let overrides = load_overrides(tx, person_id)?;
+            let rows = choose_rows(&observations, &overrides, policy);
+            count(write_rows(
+                tx,
+                person_id,
+                rows.as_ref(),
+                person_id >= first_new_id,
+                now,
+            )?);
+        }
+        return Ok(counts);
+    }
+    // Overrides are few: one scan serves every person.
+    let overrides = load_all_overrides(tx)?;
+    let no_overrides = BTreeMap::new();
+    let mut seen: BTreeSet<i64> = BTreeSet::new();
+    for_each_person(
+        tx,
+        Read::CanonicalOnly,
+        Some(affected),
+        |person_id, links| {
+            let observations: Vec<_> = links
+                .into_iter()
+                .filter_map(|l| l.into_observation())
+                .collect();
+            let own = overrides.get(&person_id).unwrap_or(&no_overrides);
+            choose_rows(&observations, own, policy)
+        },
+        |person_id, rows| {
+            seen.insert(person_id);
+            count(write_rows(
+                tx,
+                person_id,
+                rows.as_ref(),
+                person_id >= first_new_id,
+                now,
+            )?);
+            Ok(())
+        },
+    )?;
+    for &person_id in affected.difference(&seen) {
+        count(write_rows(
+            tx,
+            person_id,
+            None,
+            person_id >= first_new_id,
+            now,
+        )?);
+    }
+    Ok(counts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The store after materialising, as text: every person, role and provenance row.
+    fn person_tables(conn: &Connection) -> Vec<String> {
+        let mut out = Vec::new();
+        for table in [
+            "person",
+            "service_user",
+            "staff_user",
+            "health_profile",
+            "lifestyle",
+            "person_provenance",
+        ] {
+            let mut stmt = conn
+                .prepare(&format!("SELECT * FROM {table} ORDER BY person_id"))
+                .unwrap();
+            let n = stmt.column_count();
+            let rows = stmt
+                .query_map([], |r| {
+                    (0..n)
+                        .map(|i| {
+                            r.get::<_, rusqlite::types::Value>(i)
+                                .map(|v| format!("{v:?}"))
+                        })
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .unwrap();
+            for row in rows {
+                out.push(format!("{table}: {}", row.unwrap().join(" | ")));
+            }
+        }
+        out
+    }
+
+    /// One ordered pass on worker threads writes exactly what materialising each person by
+    /// its own queries writes: new persons, a changed one, an unchanged one, a removed one.
+    #[test]
+    fn a_full_pass_materialises_as_person_by_person_does() {
+        let run = |full_pass: bool| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+            let tx = conn.transaction().unwrap();
+            let record = |source: &str, id: &str, kind: &str, person: i64, values: &str| {
+                tx.execute(
+                    "INSERT INTO canonical_record (source, external_id, kind, content_hash, mapping_hash, values_json, mapped_at)
+                     VALUES (?1, ?2, ?3, 'h', 'm', ?4, '2026-01-01T00:00:00Z')",
+                    params![source, id, kind, values],
+                )
+                .unwrap();
+                tx.execute(
+                    "INSERT INTO person_link (source, external_id, kind, person_id, rule, linked_at)
+                     VALUES (?1, ?2, ?3, ?4, 'anchor', '2026-01-01T00:00:00Z')",
+                    params![source, id, kind, person],
+                )
+                .unwrap();
+            };
+            for p in 1..=40i64 {
+                record(
+                    "homes",
+                    &format!("h{p}"),
+                    "carehq_service_users",
+                    p,
+                    &format!(
+                        r#"{{"given_name":"Ann{p}","family_name":"Lee","birth_date":"1950-02-03","nhs_number":"9434765919"}}"#
+                    ),
+                );
+                if p % 3 == 0 {
+                    record(
+                        "market",
+                        &format!("m{p}"),
+                        "marketplace_users",
+                        p,
+                        &format!(
+                            r#"{{"given_name":"Anne{p}","email":"ann{p}@example.org","mobile":"+447700900{p:03}"}}"#
+                        ),
+                    );
+                }
+            }
+            tx.execute(
+                "INSERT INTO operator_override (person_id, field, value_json, reason, actor, created_at)
+                 VALUES (6, 'mobile', '\"+447700900999\"', 'test', 'test', '2026-01-05T00:00:00Z')",
+                [],
+            )
+            .unwrap();
+            let policy = Policy::default();
+            let everyone: BTreeSet<i64> = (1..=41).collect();
+            let first =
+                materialize_persons_by(&tx, &everyone, 1, &policy, "t1", full_pass).unwrap();
+            assert_eq!(first, (40, 1), "40 written, person 41 has no record");
+            // Person 3's market record changes, person 4's record goes; 5 is unchanged.
+            tx.execute(
+                r#"UPDATE canonical_record SET values_json = '{"given_name":"Anne3","email":"new3@example.org"}' WHERE external_id = 'm3'"#,
+                [],
+            )
+            .unwrap();
+            tx.execute("DELETE FROM person_link WHERE person_id = 4", [])
+                .unwrap();
+            let again: BTreeSet<i64> = [3, 4, 5].into();
+            let second = materialize_persons_by(&tx, &again, 41, &policy, "t2", full_pass).unwrap();
+            assert_eq!(second, (1, 1), "3 rewritten, 4 removed, 5 unchanged");
+            let tables = person_tables(&tx);
+            tx.commit().unwrap();
+            tables
+        };
+        let by_person = run(false);
+        assert!(
+            by_person
+                .iter()
+                .any(|r| r.starts_with("person_provenance: Integer(6)") && r.contains("operator"))
+        );
+        assert_eq!(run(true), by_person);
+    }
 
     #[test]
     fn overrides_follow_a_merge_to_the_surviving_person() {

@@ -1,5 +1,6 @@
-//! Writes the canonical rows of persons: `person`, the role tables and `field_provenance`,
-//! from their linked records' canonical values and any operator overrides. Runs on the
+//! Writes the canonical rows of persons: `person`, the role tables and `person_provenance`,
+//! from their linked records' canonical values and any operator overrides. Choosing
+//! ([`choose_rows`]) is pure and runs on any thread; writing ([`write_rows`]) runs on the
 //! store writer.
 //!
 //! Only what changed is written: a person's stored rows are compared with the newly chosen
@@ -259,98 +260,79 @@ pub fn load_person(
     ))
 }
 
-/// `field_provenance` rows waiting to be inserted, written many rows per statement: most of
-/// what materialising a new person writes is its provenance (one row per field).
-#[derive(Default)]
-pub struct ProvenanceBatch {
-    rows: Vec<ProvenanceRow>,
+/// What survivorship chose for one person, as the rows to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersonRows {
+    /// Per materialised table, in [`TABLES`] order: the row, or `None` for a role table the
+    /// person has no value in (`person` always has a row).
+    tables: Vec<Option<Vec<SqlValue>>>,
+    /// `person_provenance.records` and `.fields`.
+    provenance: (String, String),
 }
 
-struct ProvenanceRow {
-    person_id: i64,
-    field: &'static str,
-    source: String,
-    external_id: Option<String>,
-    observed_at: String,
-    rule: &'static str,
-}
-
-/// Rows per multi-row insert (six parameters each, well under SQLite's limit).
-const PROVENANCE_ROWS_PER_STATEMENT: usize = 64;
-
-static PROVENANCE_INSERT_MANY: LazyLock<String> = LazyLock::new(|| {
-    let rows: Vec<String> = (0..PROVENANCE_ROWS_PER_STATEMENT)
-        .map(|i| {
-            let b = i * 6;
-            format!(
-                "(?{}, ?{}, ?{}, ?{}, ?{}, ?{})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6
-            )
+/// Chooses a person's values from its records and overrides; `None` when it has no record
+/// left. Pure: runs on any thread.
+pub fn choose_rows(
+    observations: &[Observation],
+    overrides: &BTreeMap<Field, Override>,
+    policy: &Policy,
+) -> Option<PersonRows> {
+    if observations.is_empty() {
+        return None;
+    }
+    let chosen = survive(observations, overrides, policy);
+    let tables = TABLES
+        .iter()
+        .map(|t| {
+            let present = t.fields.iter().any(|f| chosen.contains_key(f));
+            (present || t.table == Table::Person).then(|| {
+                t.fields
+                    .iter()
+                    .map(|f| chosen.get(f).map_or(SqlValue::Null, |c| to_sql(&c.value)))
+                    .collect()
+            })
         })
         .collect();
-    format!(
-        "INSERT INTO field_provenance (person_id, field, source, external_id, observed_at, rule) VALUES {}",
-        rows.join(", ")
-    )
-});
-
-impl ProvenanceBatch {
-    fn push(&mut self, conn: &Connection, row: ProvenanceRow) -> Result<()> {
-        self.rows.push(row);
-        if self.rows.len() >= PROVENANCE_ROWS_PER_STATEMENT {
-            self.flush(conn)?;
-        }
-        Ok(())
-    }
-
-    /// Inserts every waiting row. Must run before the transaction commits.
-    pub fn flush(&mut self, conn: &Connection) -> Result<()> {
-        let mut rows = std::mem::take(&mut self.rows).into_iter().peekable();
-        while rows.peek().is_some() {
-            let chunk: Vec<ProvenanceRow> =
-                rows.by_ref().take(PROVENANCE_ROWS_PER_STATEMENT).collect();
-            if chunk.len() == PROVENANCE_ROWS_PER_STATEMENT {
-                let mut stmt = conn.prepare_cached(&PROVENANCE_INSERT_MANY)?;
-                let params: Vec<&dyn rusqlite::ToSql> = chunk
-                    .iter()
-                    .flat_map(|r| -> [&dyn rusqlite::ToSql; 6] {
-                        [
-                            &r.person_id,
-                            &r.field,
-                            &r.source,
-                            &r.external_id,
-                            &r.observed_at,
-                            &r.rule,
-                        ]
-                    })
-                    .collect();
-                stmt.execute(params.as_slice())?;
-            } else {
-                let mut stmt = conn.prepare_cached(
-                    "INSERT INTO field_provenance (person_id, field, source, external_id, observed_at, rule) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?;
-                for r in &chunk {
-                    stmt.execute(params![
-                        r.person_id,
-                        r.field,
-                        r.source,
-                        r.external_id,
-                        r.observed_at,
-                        r.rule
-                    ])?;
-                }
-            }
-        }
-        Ok(())
-    }
+    Some(PersonRows {
+        tables,
+        provenance: provenance_json(&chosen),
+    })
 }
 
-/// What [`materialize_with`] did to a person.
+/// The compact provenance of a person: the winning records once each, and every field with
+/// the index of its record and the rule that chose it (`schema/0006_compact_provenance.sql`).
+fn provenance_json(chosen: &BTreeMap<Field, Chosen>) -> (String, String) {
+    let mut records: Vec<(&str, Option<&str>, &str)> = Vec::new();
+    let mut fields = serde_json::Map::new();
+    for (field, c) in chosen
+        .iter()
+        .filter(|(f, _)| f.table() != Table::SourceRecord)
+    {
+        let record = (
+            c.source.as_str(),
+            c.external_id.as_deref(),
+            c.observed_at.as_str(),
+        );
+        let index = match records.iter().position(|r| *r == record) {
+            Some(i) => i,
+            None => {
+                records.push(record);
+                records.len() - 1
+            }
+        };
+        fields.insert(field.name().to_string(), serde_json::json!([index, c.rule]));
+    }
+    let records: Vec<serde_json::Value> = records
+        .into_iter()
+        .map(|(source, external_id, at)| serde_json::json!([source, external_id, at]))
+        .collect();
+    (
+        serde_json::Value::Array(records).to_string(),
+        serde_json::Value::Object(fields).to_string(),
+    )
+}
+
+/// What [`write_rows`] did to a person.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Materialized {
     /// Rows were written (new person, or values or provenance changed).
@@ -366,60 +348,39 @@ pub enum Materialized {
 pub fn materialize(conn: &Connection, person_id: i64, policy: &Policy) -> Result<bool> {
     let observations = load_observations(conn, person_id)?;
     let overrides = load_overrides(conn, person_id)?;
-    let mut batch = ProvenanceBatch::default();
-    let outcome = materialize_with(
-        conn,
-        person_id,
-        &observations,
-        &overrides,
-        policy,
-        false,
-        &now_rfc3339(),
-        &mut batch,
-    )?;
-    batch.flush(conn)?;
+    let rows = choose_rows(&observations, &overrides, policy);
+    let outcome = write_rows(conn, person_id, rows.as_ref(), false, &now_rfc3339())?;
     Ok(outcome != Materialized::Removed)
 }
 
-/// Writes one person from its observations and overrides. `known_new`: the person id was
-/// just assigned, so nothing is stored for it yet (no comparison, no deletes). Provenance
-/// rows go to `batch`, which the caller flushes before committing.
-#[allow(clippy::too_many_arguments)]
-pub fn materialize_with(
+/// Stores one person's chosen rows, or removes the person when `rows` is `None`. `known_new`:
+/// the person id was just assigned, so nothing is stored for it yet (no comparison, no
+/// deletes). Only rows that differ from what is stored are written.
+pub fn write_rows(
     conn: &Connection,
     person_id: i64,
-    observations: &[Observation],
-    overrides: &BTreeMap<Field, Override>,
-    policy: &Policy,
+    rows: Option<&PersonRows>,
     known_new: bool,
     now: &str,
-    batch: &mut ProvenanceBatch,
 ) -> Result<Materialized> {
-    if observations.is_empty() {
+    let Some(rows) = rows else {
         if !known_new {
+            conn.prepare_cached("DELETE FROM person_provenance WHERE person_id = ?1")?
+                .execute([person_id])?;
             for t in TABLES.iter().rev() {
                 conn.prepare_cached(&t.delete)?.execute([person_id])?;
             }
-            conn.prepare_cached("DELETE FROM field_provenance WHERE person_id = ?1")?
-                .execute([person_id])?;
         }
         return Ok(Materialized::Removed);
-    }
-    let chosen = survive(observations, overrides, policy);
+    };
     let mut wrote = false;
-    for t in TABLES.iter() {
-        let present = t.fields.iter().any(|f| chosen.contains_key(f));
-        if !present && t.table != Table::Person {
+    for (t, row) in TABLES.iter().zip(&rows.tables) {
+        let Some(values) = row else {
             if !known_new && conn.prepare_cached(&t.delete)?.execute([person_id])? > 0 {
                 wrote = true;
             }
             continue;
-        }
-        let values: Vec<SqlValue> = t
-            .fields
-            .iter()
-            .map(|f| chosen.get(f).map_or(SqlValue::Null, |c| to_sql(&c.value)))
-            .collect();
+        };
         if !known_new {
             let stored: Option<Vec<SqlValue>> = conn
                 .prepare_cached(&t.select)?
@@ -429,7 +390,7 @@ pub fn materialize_with(
                         .collect()
                 })
                 .optional()?;
-            if stored.as_ref() == Some(&values) {
+            if stored.as_ref() == Some(values) {
                 continue;
             }
         }
@@ -438,32 +399,23 @@ pub fn materialize_with(
             SqlValue::Text(now.to_string()),
         ];
         conn.prepare_cached(&t.upsert)?
-            .execute(params_from_iter(head.into_iter().chain(values)))?;
+            .execute(params_from_iter(head.iter().chain(values)))?;
         wrote = true;
     }
-    let provenance: Vec<(&'static str, &Chosen)> = chosen
-        .iter()
-        .filter(|(f, _)| f.table() != Table::SourceRecord)
-        .map(|(f, c)| (f.name(), c))
-        .collect();
-    if known_new || !provenance_matches(conn, person_id, &provenance)? {
-        if !known_new {
-            conn.prepare_cached("DELETE FROM field_provenance WHERE person_id = ?1")?
-                .execute([person_id])?;
-        }
-        for (field, c) in &provenance {
-            batch.push(
-                conn,
-                ProvenanceRow {
-                    person_id,
-                    field,
-                    source: c.source.clone(),
-                    external_id: c.external_id.clone(),
-                    observed_at: c.observed_at.clone(),
-                    rule: c.rule,
-                },
-            )?;
-        }
+    let (records, fields) = &rows.provenance;
+    let stored: Option<(String, String)> = if known_new {
+        None
+    } else {
+        conn.prepare_cached("SELECT records, fields FROM person_provenance WHERE person_id = ?1")?
+            .query_row([person_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+    };
+    if stored.as_ref() != Some(&rows.provenance) {
+        conn.prepare_cached(
+            "INSERT INTO person_provenance (person_id, records, fields) VALUES (?1, ?2, ?3)
+             ON CONFLICT (person_id) DO UPDATE SET records = excluded.records, fields = excluded.fields",
+        )?
+        .execute(params![person_id, records, fields])?;
         wrote = true;
     }
     Ok(if wrote {
@@ -471,37 +423,6 @@ pub fn materialize_with(
     } else {
         Materialized::Unchanged
     })
-}
-
-/// Whether the stored provenance of a person is exactly `wanted`.
-fn provenance_matches(
-    conn: &Connection,
-    person_id: i64,
-    wanted: &[(&'static str, &Chosen)],
-) -> Result<bool> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT field, source, external_id, observed_at, rule FROM field_provenance
-         WHERE person_id = ?1 ORDER BY field",
-    )?;
-    let mut stored: Vec<(String, String, Option<String>, String, String)> = stmt
-        .query_map([person_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    if stored.len() != wanted.len() {
-        return Ok(false);
-    }
-    // SQLite's ORDER BY uses byte order, as does str's Ord; sort again to be independent of it.
-    stored.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut wanted: Vec<&(&'static str, &Chosen)> = wanted.iter().collect();
-    wanted.sort_by(|a, b| a.0.cmp(b.0));
-    Ok(stored.iter().zip(wanted).all(|(s, (field, c))| {
-        s.0 == *field
-            && s.1 == c.source
-            && s.2 == c.external_id
-            && s.3 == c.observed_at
-            && s.4 == c.rule
-    }))
 }
 
 #[cfg(test)]

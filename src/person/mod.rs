@@ -3,4 +3,5 @@
 
 pub mod link;
 pub mod materialize;
+pub mod scan;
 pub mod survivorship;

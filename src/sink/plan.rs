@@ -11,7 +11,8 @@ use serde_json::json;
 use super::NaturalKey;
 use crate::config::Config;
 use crate::model::{CanonicalValues, Field, Value};
-use crate::person::materialize::{load_all_overrides, values_from_json};
+use crate::person::materialize::load_all_overrides;
+use crate::person::scan::{LinkedRecord, Read, for_each_person};
 use crate::person::survivorship::{Chosen, Observation, Override, survive};
 use crate::source::kind::SourceKind;
 use crate::sync::mapping::Mappings;
@@ -130,23 +131,24 @@ struct Target<'a> {
     /// be confirmed and would be planned again after every push, so they are written on
     /// create only.
     write_only: HashSet<Field>,
-    /// This source's planned writes and refusals: updates first, then creates.
+}
+
+/// The planned writes and refusals of one source (for one person, or all of them).
+#[derive(Default)]
+struct TargetWrites {
     updates: Vec<PlannedWrite>,
     update_refused: Vec<Refusal>,
     creates: Vec<PlannedWrite>,
     create_refused: Vec<Refusal>,
 }
 
-/// One link of a person, with what the store holds for its record.
-struct LinkRow {
-    source: String,
-    external_id: String,
-    kind: String,
-    /// The canonical values, when the record has a canonical form.
-    values: Option<CanonicalValues>,
-    mapped_at: String,
-    /// `content_hash` of the stored record, when it is stored and not deleted upstream.
-    live_hash: Option<String>,
+impl TargetWrites {
+    fn append(&mut self, other: TargetWrites) {
+        self.updates.extend(other.updates);
+        self.update_refused.extend(other.update_refused);
+        self.creates.extend(other.creates);
+        self.create_refused.extend(other.create_refused);
+    }
 }
 
 /// The plan, in one pass over every person's links in person order: each person's
@@ -181,10 +183,6 @@ pub fn compute(conn: &Connection, config: &Config, mappings: &Mappings) -> Resul
             policy,
             mapping: &mapping.mapping,
             write_only,
-            updates: Vec::new(),
-            update_refused: Vec::new(),
-            creates: Vec::new(),
-            create_refused: Vec::new(),
         });
     }
     let mut plan = Plan::default();
@@ -193,50 +191,29 @@ pub fn compute(conn: &Connection, config: &Config, mappings: &Mappings) -> Resul
     }
     let overrides = load_all_overrides(conn)?;
     let no_overrides = BTreeMap::new();
-    let mut stmt = conn.prepare(
-        "SELECT l.person_id, l.source, l.external_id, l.kind, c.values_json, c.mapped_at,
-                CASE WHEN s.deleted_at IS NULL THEN s.content_hash END
-         FROM person_link l
-         LEFT JOIN canonical_record c ON c.source = l.source AND c.external_id = l.external_id
-         LEFT JOIN source_record s ON s.source = l.source AND s.external_id = l.external_id
-         ORDER BY l.person_id, l.source, l.external_id",
-    )?;
-    let mut rows = stmt.query([])?;
-    let mut person: Option<i64> = None;
-    let mut links: Vec<LinkRow> = Vec::new();
-    loop {
-        let row = rows.next()?;
-        let next_person: Option<i64> = match row {
-            Some(r) => Some(r.get(0)?),
-            None => None,
-        };
-        if let Some(p) = person
-            && next_person != Some(p)
-        {
+    // Per target: updates in (person, record) order, then creates in person order.
+    let mut planned: Vec<TargetWrites> = targets.iter().map(|_| TargetWrites::default()).collect();
+    for_each_person(
+        conn,
+        Read::WithLiveHash,
+        None,
+        |person, links| {
             plan_person(
-                p,
-                &mut links,
-                overrides.get(&p).unwrap_or(&no_overrides),
+                person,
+                links,
+                overrides.get(&person).unwrap_or(&no_overrides),
                 config,
-                &mut targets,
-            );
-            links.clear();
-        }
-        let Some(r) = row else {
-            break;
-        };
-        person = next_person;
-        let values_json: Option<String> = r.get(4)?;
-        links.push(LinkRow {
-            source: r.get(1)?,
-            external_id: r.get(2)?,
-            kind: r.get(3)?,
-            values: values_json.as_deref().map(values_from_json),
-            mapped_at: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
-            live_hash: r.get(6)?,
-        });
-    }
-    for t in targets {
+                &targets,
+            )
+        },
+        |_, writes| {
+            for (all, one) in planned.iter_mut().zip(writes) {
+                all.append(one);
+            }
+            Ok(())
+        },
+    )?;
+    for t in planned {
         plan.writes.extend(t.updates);
         plan.writes.extend(t.creates);
         plan.refused.extend(t.update_refused);
@@ -245,15 +222,16 @@ pub fn compute(conn: &Connection, config: &Config, mappings: &Mappings) -> Resul
     Ok(plan)
 }
 
-/// Plans one person for every target. `links` are the person's links in (source,
-/// external id) order; their values are moved into the survivorship input.
+/// Plans one person for every target (pure; runs on a worker). `links` are the person's
+/// links in (source, external id) order; their values are moved into the survivorship input.
 fn plan_person(
     person: i64,
-    links: &mut [LinkRow],
+    mut links: Vec<LinkedRecord>,
     overrides: &BTreeMap<Field, Override>,
     config: &Config,
-    targets: &mut [Target<'_>],
-) {
+    targets: &[Target<'_>],
+) -> Vec<TargetWrites> {
+    let mut out: Vec<TargetWrites> = targets.iter().map(|_| TargetWrites::default()).collect();
     // Which targets this person concerns: records to update, or a create.
     let updates_any = targets.iter().any(|t| {
         !t.policy.fields.is_empty()
@@ -274,7 +252,7 @@ fn plan_person(
         })
         .collect();
     if !updates_any && !creates.iter().any(|c| *c) {
-        return;
+        return out;
     }
     // The person's records (those with a canonical form and a known kind), as `load_person`
     // reads them; the values are borrowed back below for the updates.
@@ -289,7 +267,7 @@ fn plan_person(
                     external_id: l.external_id.clone(),
                     kind,
                     values,
-                    observed_at: l.mapped_at.clone(),
+                    observed_at: l.mapped_at.clone().unwrap_or_default(),
                 });
             }
             (values, _) => {
@@ -299,7 +277,7 @@ fn plan_person(
         }
     }
     let want = survive(&observations, overrides, &config.survivorship);
-    for (t, create) in targets.iter_mut().zip(creates) {
+    for ((t, out), create) in targets.iter().zip(out.iter_mut()).zip(creates) {
         if !t.policy.fields.is_empty() {
             for (i, l) in links.iter().enumerate() {
                 if &l.source != t.name {
@@ -315,18 +293,20 @@ fn plan_person(
                         None => continue,
                     },
                 };
-                plan_update(t, person, &l.external_id, hash, have, &want);
+                plan_update(t, out, person, &l.external_id, hash, have, &want);
             }
         }
         if create {
-            plan_create(t, person, &want);
+            plan_create(t, out, person, &want);
         }
     }
+    out
 }
 
 /// The update of one record, if its values differ from the person's.
 fn plan_update(
-    t: &mut Target<'_>,
+    t: &Target<'_>,
+    out: &mut TargetWrites,
     person: i64,
     external_id: &str,
     hash: &str,
@@ -344,7 +324,7 @@ fn plan_update(
             continue;
         }
         if t.write_only.contains(field) {
-            t.update_refused.push(Refusal {
+            out.update_refused.push(Refusal {
                 source: name.clone(),
                 external_id: Some(external_id.to_string()),
                 person_id: person,
@@ -354,7 +334,7 @@ fn plan_update(
             continue;
         }
         if t.kind == SourceKind::CarevalidateUsers && *field == Field::Email {
-            t.update_refused.push(Refusal {
+            out.update_refused.push(Refusal {
                 source: name.clone(),
                 external_id: Some(external_id.to_string()),
                 person_id: person,
@@ -377,7 +357,7 @@ fn plan_update(
     let payload = t.mapping.reverse(&values);
     let external_id = external_id.to_string();
     let (changes, payload) = keep_encodable(
-        &mut t.update_refused,
+        &mut out.update_refused,
         name,
         Some(&external_id),
         person,
@@ -388,7 +368,7 @@ fn plan_update(
         return;
     }
     let warnings = locked_warnings(t.kind, &changes);
-    t.updates.push(PlannedWrite {
+    out.updates.push(PlannedWrite {
         source: name.clone(),
         kind: t.kind,
         person_id: person,
@@ -404,11 +384,16 @@ fn plan_update(
 }
 
 /// The create of a person in a source of its family that lacks it.
-fn plan_create(t: &mut Target<'_>, person: i64, want: &BTreeMap<Field, Chosen>) {
+fn plan_create(
+    t: &Target<'_>,
+    out: &mut TargetWrites,
+    person: i64,
+    want: &BTreeMap<Field, Chosen>,
+) {
     let name = t.name;
     for alternatives in required_for_create(t.kind) {
         if !alternatives.iter().any(|f| want.contains_key(f)) {
-            t.create_refused.push(Refusal {
+            out.create_refused.push(Refusal {
                 source: name.clone(),
                 external_id: None,
                 person_id: person,
@@ -459,12 +444,18 @@ fn plan_create(t: &mut Target<'_>, person: i64, want: &BTreeMap<Field, Chosen>) 
             .map(str::to_string),
         birth_date: values.birth_date().map(|d| d.to_string()),
     };
-    let (changes, payload) =
-        keep_encodable(&mut t.create_refused, name, None, person, changes, payload);
+    let (changes, payload) = keep_encodable(
+        &mut out.create_refused,
+        name,
+        None,
+        person,
+        changes,
+        payload,
+    );
     let defaults = match fill_templates(&t.policy.create_defaults, want) {
         Ok(d) => d,
         Err(field) => {
-            t.create_refused.push(Refusal {
+            out.create_refused.push(Refusal {
                 source: name.clone(),
                 external_id: None,
                 person_id: person,
@@ -474,7 +465,7 @@ fn plan_create(t: &mut Target<'_>, person: i64, want: &BTreeMap<Field, Chosen>) 
             return;
         }
     };
-    t.creates.push(PlannedWrite {
+    out.creates.push(PlannedWrite {
         source: name.clone(),
         kind: t.kind,
         person_id: person,

@@ -21,6 +21,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!("../../schema/0003_writeback.sql")),
         M::up(include_str!("../../schema/0004_operations.sql")),
         M::up(include_str!("../../schema/0005_performance.sql")),
+        M::up(include_str!("../../schema/0006_compact_provenance.sql")),
     ])
 });
 
@@ -110,6 +111,81 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         assert!(MIGRATIONS.validate().is_ok());
+    }
+
+    /// A store written before provenance became one row per person keeps every provenance
+    /// row, read back through the `field_provenance` view with the same columns.
+    #[test]
+    fn compact_provenance_migration_keeps_every_row() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        MIGRATIONS.to_version(&mut conn, 5).unwrap();
+        let rows = [
+            (
+                1,
+                "birth_date",
+                "homes",
+                Some("a1"),
+                "2026-01-01T00:00:00Z",
+                "agreement",
+            ),
+            (
+                1,
+                "given_name",
+                "market",
+                Some("m9"),
+                "2026-01-02T00:00:00Z",
+                "source_priority",
+            ),
+            (
+                1,
+                "mobile",
+                "operator",
+                None,
+                "2026-01-03T00:00:00Z",
+                "operator_override",
+            ),
+            (
+                2,
+                "family_name",
+                "homes",
+                Some("a2"),
+                "2026-01-01T00:00:00Z",
+                "only_source",
+            ),
+        ];
+        conn.execute_batch(
+            "INSERT INTO person (person_id, created_at, updated_at) VALUES (1, 't', 't'), (2, 't', 't')",
+        )
+        .unwrap();
+        for r in &rows {
+            conn.execute(
+                "INSERT INTO field_provenance (person_id, field, source, external_id, observed_at, rule) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                rusqlite::params![r.0, r.1, r.2, r.3, r.4, r.5],
+            )
+            .unwrap();
+        }
+        MIGRATIONS.to_latest(&mut conn).unwrap();
+        let read: Vec<(i64, String, String, Option<String>, String, String)> = conn
+            .prepare("SELECT person_id, field, source, external_id, observed_at, rule FROM field_provenance ORDER BY person_id, field")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let expected: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.0,
+                    r.1.into(),
+                    r.2.into(),
+                    r.3.map(Into::into),
+                    r.4.into(),
+                    r.5.into(),
+                )
+            })
+            .collect();
+        assert_eq!(read, expected);
     }
 
     /// Every canonical field of a person or role table has its column, with a fitting type.

@@ -1,0 +1,219 @@
+//! One pass over persons and their linked records in person order, the records' values parsed
+//! and each person processed on worker threads, the results handed back in person order.
+//! Shared by materialising many persons after a large link and by `plan`: both are a pure
+//! function of one person's records, and their cost is parsing and survivorship, which this
+//! spreads over the cores while the calling thread reads (and writes) SQLite.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, mpsc};
+
+use anyhow::Result;
+use rusqlite::Connection;
+
+use super::materialize::values_from_json;
+use super::survivorship::Observation;
+use crate::model::CanonicalValues;
+use crate::source::kind::SourceKind;
+
+/// One link of a person with what the store holds for its record.
+#[derive(Debug)]
+pub struct LinkedRecord {
+    pub source: String,
+    pub external_id: String,
+    pub kind: String,
+    /// `None` when the record has no canonical form.
+    pub values: Option<CanonicalValues>,
+    /// `canonical_record.mapped_at`.
+    pub mapped_at: Option<String>,
+    /// The content hash of the stored record while it is live (not deleted upstream); read
+    /// only when asked for.
+    pub live_hash: Option<String>,
+}
+
+impl LinkedRecord {
+    /// The record as survivorship reads it: only a record with a canonical form and a known
+    /// kind is an observation.
+    pub fn into_observation(self) -> Option<Observation> {
+        Some(Observation {
+            kind: self.kind.parse::<SourceKind>().ok()?,
+            values: self.values?,
+            source: self.source,
+            external_id: self.external_id,
+            observed_at: self.mapped_at.unwrap_or_default(),
+        })
+    }
+}
+
+/// What to read besides the links and canonical values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    CanonicalOnly,
+    WithLiveHash,
+}
+
+/// Persons per batch handed to a worker.
+const PERSONS_PER_BATCH: usize = 256;
+
+struct RawLink {
+    source: String,
+    external_id: String,
+    kind: String,
+    values_json: Option<String>,
+    mapped_at: Option<String>,
+    live_hash: Option<String>,
+}
+
+type Batch = Vec<(i64, Vec<RawLink>)>;
+
+/// Calls `work` for every person with links (or only those in `only`), with its records in
+/// (source, external id) order, on worker threads; `sink` gets each result on the calling
+/// thread, in person order. Memory is bounded by the batches in flight.
+pub fn for_each_person<T, W, S>(
+    conn: &Connection,
+    read: Read,
+    only: Option<&BTreeSet<i64>>,
+    work: W,
+    mut sink: S,
+) -> Result<()>
+where
+    T: Send,
+    W: Fn(i64, Vec<LinkedRecord>) -> T + Sync,
+    S: FnMut(i64, T) -> Result<()>,
+{
+    let sql = match read {
+        Read::CanonicalOnly => {
+            "SELECT l.person_id, l.source, l.external_id, l.kind, c.values_json, c.mapped_at, NULL
+             FROM person_link l
+             LEFT JOIN canonical_record c ON c.source = l.source AND c.external_id = l.external_id
+             ORDER BY l.person_id, l.source, l.external_id"
+        }
+        Read::WithLiveHash => {
+            "SELECT l.person_id, l.source, l.external_id, l.kind, c.values_json, c.mapped_at,
+                    CASE WHEN s.deleted_at IS NULL THEN s.content_hash END
+             FROM person_link l
+             LEFT JOIN canonical_record c ON c.source = l.source AND c.external_id = l.external_id
+             LEFT JOIN source_record s ON s.source = l.source AND s.external_id = l.external_id
+             ORDER BY l.person_id, l.source, l.external_id"
+        }
+    };
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (to_workers, from_reader) = mpsc::sync_channel::<(usize, Batch)>(workers * 2);
+    let from_reader = Mutex::new(from_reader);
+    let (to_reader, results) = mpsc::channel::<(usize, Vec<(i64, T)>)>();
+    std::thread::scope(|scope| -> Result<()> {
+        for _ in 0..workers {
+            let (from_reader, to_reader, work) = (&from_reader, to_reader.clone(), &work);
+            scope.spawn(move || {
+                loop {
+                    let next = from_reader.lock().map(|r| r.recv());
+                    let Ok(Ok((seq, batch))) = next else { break };
+                    let done: Vec<(i64, T)> = batch
+                        .into_iter()
+                        .map(|(person, links)| (person, work(person, parse(links))))
+                        .collect();
+                    if to_reader.send((seq, done)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(to_reader);
+        let mut ordered = InOrder::default();
+        let outcome = (|| -> Result<()> {
+            let mut stmt = conn.prepare(sql)?;
+            let mut rows = stmt.query([])?;
+            let mut batch: Batch = Vec::with_capacity(PERSONS_PER_BATCH);
+            let mut sent = 0usize;
+            while let Some(r) = rows.next()? {
+                let person: i64 = r.get(0)?;
+                if only.is_some_and(|o| !o.contains(&person)) {
+                    continue;
+                }
+                let link = RawLink {
+                    source: r.get(1)?,
+                    external_id: r.get(2)?,
+                    kind: r.get(3)?,
+                    values_json: r.get(4)?,
+                    mapped_at: r.get(5)?,
+                    live_hash: r.get(6)?,
+                };
+                match batch.last_mut() {
+                    Some((p, links)) if *p == person => links.push(link),
+                    _ => {
+                        if batch.len() == PERSONS_PER_BATCH {
+                            to_workers.send((sent, std::mem::take(&mut batch)))?;
+                            sent += 1;
+                            ordered.drain_ready(&results, &mut sink)?;
+                        }
+                        batch.push((person, vec![link]));
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                to_workers.send((sent, batch))?;
+                sent += 1;
+            }
+            drop(to_workers);
+            while ordered.next < sent {
+                let (seq, done) = results.recv()?;
+                ordered.pending.insert(seq, done);
+                ordered.emit(&mut sink)?;
+            }
+            Ok(())
+        })();
+        // On an error the workers see the channel close and stop.
+        outcome
+    })
+}
+
+/// Results put back in the order their batches were sent.
+struct InOrder<T> {
+    next: usize,
+    pending: BTreeMap<usize, Vec<(i64, T)>>,
+}
+
+impl<T> Default for InOrder<T> {
+    fn default() -> Self {
+        InOrder {
+            next: 0,
+            pending: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T> InOrder<T> {
+    fn drain_ready(
+        &mut self,
+        results: &mpsc::Receiver<(usize, Vec<(i64, T)>)>,
+        sink: &mut impl FnMut(i64, T) -> Result<()>,
+    ) -> Result<()> {
+        while let Ok((seq, done)) = results.try_recv() {
+            self.pending.insert(seq, done);
+        }
+        self.emit(sink)
+    }
+
+    fn emit(&mut self, sink: &mut impl FnMut(i64, T) -> Result<()>) -> Result<()> {
+        while let Some(done) = self.pending.remove(&self.next) {
+            self.next += 1;
+            for (person, result) in done {
+                sink(person, result)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse(links: Vec<RawLink>) -> Vec<LinkedRecord> {
+    links
+        .into_iter()
+        .map(|l| LinkedRecord {
+            values: l.values_json.as_deref().map(values_from_json),
+            source: l.source,
+            external_id: l.external_id,
+            kind: l.kind,
+            mapped_at: l.mapped_at,
+            live_hash: l.live_hash,
+        })
+        .collect()
+}
