@@ -91,6 +91,39 @@ pub struct LinkIndex {
     compared_pairs: u64,
 }
 
+/// A record ready for the index: its identifying features and blocking keys, without the
+/// rest of its values (what the index keeps of it).
+pub struct Prepared {
+    record: RecordRef,
+    kind: SourceKind,
+    features: Features,
+    keys: Vec<BlockKey>,
+}
+
+impl Prepared {
+    pub fn new(record: &InputRecord) -> Prepared {
+        let features = Features::from_values(&record.values);
+        let keys = block_keys(&features);
+        Prepared {
+            record: record.record.clone(),
+            kind: record.kind,
+            features,
+            keys,
+        }
+    }
+}
+
+/// Prepares `items` on every core; `read` turns an item into a record (or skips it).
+pub fn prepare_all<T: Sync>(
+    items: &[T],
+    read: impl Fn(&T) -> Option<InputRecord> + Sync,
+) -> Vec<Prepared> {
+    parallel_map(items, |item| read(item).map(|r| Prepared::new(&r)))
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 /// Links `records` from scratch.
 pub fn resolve(config: &MatchConfig, records: Vec<InputRecord>) -> Resolution {
     LinkIndex::build(config.clone(), records).resolution()
@@ -116,22 +149,26 @@ fn block_pairs(kind_needs_missing_dob: bool, n: u64, probes: u64) -> u64 {
 impl LinkIndex {
     /// Links every record. Duplicated references: the last one wins.
     pub fn build(config: MatchConfig, records: Vec<InputRecord>) -> LinkIndex {
+        let prepared = parallel_map(&records, Prepared::new);
+        drop(records);
+        LinkIndex::build_prepared(config, prepared)
+    }
+
+    /// Links every prepared record (see [`prepare_all`]): the values are not needed, so a
+    /// caller can read and prepare the records a chunk at a time.
+    pub fn build_prepared(config: MatchConfig, records: Vec<Prepared>) -> LinkIndex {
         let mut latest: HashMap<RecordRef, usize> = HashMap::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
             latest.insert(r.record.clone(), i);
         }
-        let mut records: Vec<InputRecord> = records
+        let mut records: Vec<Prepared> = records
             .into_iter()
             .enumerate()
             .filter(|(i, r)| latest.get(&r.record) == Some(i))
             .map(|(_, r)| r)
             .collect();
+        drop(latest);
         records.sort_by(|a, b| a.record.cmp(&b.record));
-        let slots = parallel_map(&records, |r| {
-            let features = Features::from_values(&r.values);
-            let keys = block_keys(&features);
-            (features, keys)
-        });
         let mut index = LinkIndex {
             config,
             slots: Vec::with_capacity(records.len()),
@@ -141,16 +178,22 @@ impl LinkIndex {
             oversized: HashSet::new(),
             compared_pairs: 0,
         };
-        for (r, (features, keys)) in records.into_iter().zip(slots) {
+        for Prepared {
+            record,
+            kind,
+            features,
+            keys,
+        } in records
+        {
             let id = index.slots.len() as u32;
             for k in &keys {
                 index.blocks.entry(k.hash).or_default().push(id);
             }
-            index.by_ref.insert(r.record.clone(), id);
+            index.by_ref.insert(record.clone(), id);
             index.slots.push(Some(Slot {
-                order: order_of(&r.record),
-                record: r.record,
-                kind: r.kind,
+                order: order_of(&record),
+                record,
+                kind,
                 features,
                 keys,
                 edges: Vec::new(),

@@ -19,8 +19,8 @@ use super::materialize::{
 use super::scan::{Read, for_each_person};
 use super::survivorship::Policy;
 use crate::identity::{
-    Candidate, Change, Cluster, InputRecord, LinkIndex, MatchConfig, PersonId, RecordRef,
-    assign_person_ids,
+    Candidate, Change, Cluster, InputRecord, LinkIndex, MatchConfig, PersonId, Prepared, RecordRef,
+    assign_person_ids, prepare_all,
 };
 use crate::source::kind::SourceKind;
 use crate::store::now_rfc3339;
@@ -77,10 +77,10 @@ impl Linker {
         };
         let (clusters, review, scope) = match self.index.as_mut() {
             None => {
-                let records = load_live(&tx, None)?;
+                let records = prepare_live(&tx)?;
                 let loaded_ms = started.elapsed().as_millis() as u64;
                 outcome.records_linked = records.len();
-                let index = LinkIndex::build(self.config.clone(), records);
+                let index = LinkIndex::build_prepared(self.config.clone(), records);
                 let built_ms = started.elapsed().as_millis() as u64;
                 let resolution = index.resolution();
                 tracing::debug!(
@@ -134,11 +134,53 @@ enum Scope {
     Records(Vec<RecordRef>),
 }
 
+/// Rows read, then parsed and prepared on every core, at a time: only the features of the
+/// records are kept, never every record's values at once.
+const PREPARE_CHUNK: usize = 8192;
+
+/// Every live (not deleted upstream) canonical record, prepared for the link index.
+fn prepare_live(conn: &Connection) -> Result<Vec<Prepared>> {
+    let mut stmt = conn.prepare(LIVE_SQL)?;
+    let mut rows = stmt.query([])?;
+    let mut prepared = Vec::new();
+    let mut chunk: Vec<(String, String, String, String)> = Vec::with_capacity(PREPARE_CHUNK);
+    loop {
+        let row = rows.next()?;
+        let done = row.is_none();
+        if let Some(r) = row {
+            chunk.push((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?));
+        }
+        if chunk.len() == PREPARE_CHUNK || done {
+            prepared.extend(prepare_all(
+                &chunk,
+                |(source, external_id, kind, values)| {
+                    input_record(source, external_id, kind, values)
+                },
+            ));
+            chunk.clear();
+        }
+        if done {
+            return Ok(prepared);
+        }
+    }
+}
+
+const LIVE_SQL: &str =
+    "SELECT c.source, c.external_id, c.kind, c.values_json FROM canonical_record c
+     JOIN source_record s ON s.source = c.source AND s.external_id = c.external_id
+     WHERE s.deleted_at IS NULL";
+
+fn input_record(source: &str, external_id: &str, kind: &str, values: &str) -> Option<InputRecord> {
+    Some(InputRecord {
+        record: RecordRef::new(source, external_id),
+        kind: kind.parse::<SourceKind>().ok()?,
+        values: values_from_json(values),
+    })
+}
+
 /// Live (not deleted upstream) canonical records: all of them, or those in `only`.
 fn load_live(conn: &Connection, only: Option<&[RecordRef]>) -> Result<Vec<InputRecord>> {
-    let sql = "SELECT c.source, c.external_id, c.kind, c.values_json FROM canonical_record c
-               JOIN source_record s ON s.source = c.source AND s.external_id = c.external_id
-               WHERE s.deleted_at IS NULL";
+    let sql = LIVE_SQL;
     let read = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(String, String, String, String)> {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
     };
@@ -165,11 +207,7 @@ fn load_live(conn: &Connection, only: Option<&[RecordRef]>) -> Result<Vec<InputR
     Ok(rows
         .into_iter()
         .filter_map(|(source, external_id, kind, values)| {
-            Some(InputRecord {
-                record: RecordRef::new(source, external_id),
-                kind: kind.parse::<SourceKind>().ok()?,
-                values: values_from_json(&values),
-            })
+            input_record(&source, &external_id, &kind, &values)
         })
         .collect())
 }
@@ -505,6 +543,34 @@ fn materialize_persons_by(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every live record is prepared, across chunk boundaries; a record deleted upstream is not.
+    #[test]
+    fn every_live_record_is_prepared_a_chunk_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        let tx = conn.transaction().unwrap();
+        let n = PREPARE_CHUNK * 2 + 3;
+        for i in 0..n {
+            let id = format!("r{i}");
+            tx.execute(
+                "INSERT INTO source_record (source, external_id, kind, payload, content_hash, first_seen_at, last_seen_at, changed_at, seen_scan, deleted_at)
+                 VALUES ('homes', ?1, 'carehq_service_users', '{}', 'h', 't', 't', 't', 1, ?2)",
+                params![id, (i == 5).then_some("t")],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO canonical_record (source, external_id, kind, content_hash, mapping_hash, values_json, mapped_at)
+                 VALUES ('homes', ?1, 'carehq_service_users', 'h', 'm', ?2, 't')",
+                params![id, format!(r#"{{"given_name":"Ann{i}","family_name":"Lee"}}"#)],
+            )
+            .unwrap();
+        }
+        let prepared = prepare_live(&tx).unwrap();
+        assert_eq!(prepared.len(), n - 1);
+        let index = LinkIndex::build_prepared(MatchConfig::default(), prepared);
+        assert_eq!(index.link_stats().records, n - 1);
+    }
 
     /// The store after materialising, as text: every person, role and provenance row.
     fn person_tables(conn: &Connection) -> Vec<String> {
