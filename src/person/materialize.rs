@@ -288,7 +288,7 @@ pub fn choose_rows(
             (present || t.table == Table::Person).then(|| {
                 t.fields
                     .iter()
-                    .map(|f| chosen.get(f).map_or(SqlValue::Null, |c| to_sql(&c.value)))
+                    .map(|f| chosen.get(f).map_or(SqlValue::Null, |c| to_sql(c.value)))
                     .collect()
             })
         })
@@ -308,11 +308,7 @@ fn provenance_json(chosen: &BTreeMap<Field, Chosen>) -> (String, String) {
         .iter()
         .filter(|(f, _)| f.table() != Table::SourceRecord)
     {
-        let record = (
-            c.source.as_str(),
-            c.external_id.as_deref(),
-            c.observed_at.as_str(),
-        );
+        let record = (c.source, c.external_id, c.observed_at);
         let index = match records.iter().position(|r| *r == record) {
             Some(i) => i,
             None => {

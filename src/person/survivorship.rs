@@ -108,24 +108,25 @@ pub struct Override {
     pub created_at: String,
 }
 
-/// The surviving value of a field and where it came from.
+/// The surviving value of a field and where it came from, borrowed from the observations
+/// and overrides it was chosen from.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Chosen {
-    pub value: Value,
+pub struct Chosen<'a> {
+    pub value: &'a Value,
     /// A source name, or `operator`.
-    pub source: String,
-    pub external_id: Option<String>,
-    pub observed_at: String,
+    pub source: &'a str,
+    pub external_id: Option<&'a str>,
+    pub observed_at: &'a str,
     /// `operator_override`, `only_source`, `agreement`, or the rule that decided.
     pub rule: &'static str,
 }
 
 /// Chooses every field any observation or override holds.
-pub fn survive(
-    observations: &[Observation],
-    overrides: &BTreeMap<Field, Override>,
+pub fn survive<'a>(
+    observations: &'a [Observation],
+    overrides: &'a BTreeMap<Field, Override>,
     policy: &Policy,
-) -> BTreeMap<Field, Chosen> {
+) -> BTreeMap<Field, Chosen<'a>> {
     let mut chosen = BTreeMap::new();
     let mut fields: Vec<Field> = observations
         .iter()
@@ -139,16 +140,16 @@ pub fn survive(
             chosen.insert(
                 field,
                 Chosen {
-                    value: o.value.clone(),
-                    source: "operator".into(),
+                    value: &o.value,
+                    source: "operator",
                     external_id: None,
-                    observed_at: o.created_at.clone(),
+                    observed_at: &o.created_at,
                     rule: "operator_override",
                 },
             );
             continue;
         }
-        let candidates: Vec<(&Observation, &Value)> = observations
+        let candidates: Vec<(&'a Observation, &'a Value)> = observations
             .iter()
             .filter_map(|o| o.values.get(field).map(|v| (o, v)))
             .collect();
@@ -159,12 +160,16 @@ pub fn survive(
     chosen
 }
 
-fn choose(field: Field, candidates: &[(&Observation, &Value)], policy: &Policy) -> Option<Chosen> {
-    let pick = |(o, v): (&Observation, &Value), rule: &'static str| Chosen {
-        value: v.clone(),
-        source: o.source.clone(),
-        external_id: Some(o.external_id.clone()),
-        observed_at: o.observed_at.clone(),
+fn choose<'a>(
+    field: Field,
+    candidates: &[(&'a Observation, &'a Value)],
+    policy: &Policy,
+) -> Option<Chosen<'a>> {
+    let pick = |(o, v): (&'a Observation, &'a Value), rule: &'static str| Chosen {
+        value: v,
+        source: &o.source,
+        external_id: Some(&o.external_id),
+        observed_at: &o.observed_at,
         rule,
     };
     match candidates {
@@ -179,7 +184,7 @@ fn choose(field: Field, candidates: &[(&Observation, &Value)], policy: &Policy) 
             .min_by_key(|(o, _)| (policy.rank(&o.source, o.kind), o.external_id.as_str()))?;
         return Some(pick(*best, "agreement"));
     }
-    let mut remaining: Vec<(&Observation, &Value)> = candidates.to_vec();
+    let mut remaining: Vec<(&'a Observation, &'a Value)> = candidates.to_vec();
     for rule in policy.rules(field) {
         let best = remaining
             .iter()
@@ -203,17 +208,15 @@ fn compare(rule: Rule, a: &Observation, b: &Observation, policy: &Policy) -> Ord
         Rule::SourcePriority => policy
             .rank(&a.source, a.kind)
             .cmp(&policy.rank(&b.source, b.kind)),
-        Rule::MostRecent => {
-            let key = |o: &Observation| (modified_at(o), o.observed_at.clone());
-            key(b).cmp(&key(a))
-        }
+        Rule::MostRecent => (modified_at(b), &b.observed_at).cmp(&(modified_at(a), &a.observed_at)),
         Rule::MostComplete => b.values.len().cmp(&a.values.len()),
     }
 }
 
-fn modified_at(o: &Observation) -> Option<String> {
+/// The source's own modified time, as an instant (a fraction of a second counts).
+fn modified_at(o: &Observation) -> Option<chrono::DateTime<chrono::Utc>> {
     match o.values.get(Field::SourceModifiedAt) {
-        Some(Value::DateTime(t)) => Some(t.to_rfc3339()),
+        Some(Value::DateTime(t)) => Some(*t),
         _ => None,
     }
 }
@@ -272,7 +275,7 @@ mod tests {
                     .map(str::to_string)
                     .unwrap_or_else(|| format!("{:?}", c.value))
                     .as_str(),
-                c.source.as_str(),
+                c.source,
                 c.rule
             ),
             expected
@@ -358,7 +361,8 @@ mod tests {
             source_priority: vec!["market".into()],
             ..Policy::default()
         };
-        let chosen = survive(&[a, b], &BTreeMap::new(), &policy);
+        let (records, no_overrides) = ([a, b], BTreeMap::new());
+        let chosen = survive(&records, &no_overrides, &policy);
         assert_eq!(chosen[&Field::GivenName].source, "market");
     }
 
@@ -377,12 +381,10 @@ mod tests {
             &[(Field::Title, "Ms")],
         );
         a.external_id = "a".into();
-        let chosen = survive(&[a, b], &BTreeMap::new(), &Policy::default());
+        let (records, no_overrides) = ([a, b], BTreeMap::new());
+        let chosen = survive(&records, &no_overrides, &Policy::default());
         assert_eq!(
-            (
-                chosen[&Field::Title].source.as_str(),
-                chosen[&Field::Title].rule
-            ),
+            (chosen[&Field::Title].source, chosen[&Field::Title].rule),
             ("home_b", "most_recent")
         );
     }

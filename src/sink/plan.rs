@@ -504,7 +504,7 @@ fn fill_templates(
                 Some(field) => {
                     let text = person
                         .get(&field)
-                        .map(|c| show(Some(&c.value)))
+                        .map(|c| show(Some(c.value)))
                         .ok_or(field)?;
                     filled.push_str(&text);
                 }
