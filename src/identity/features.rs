@@ -208,5 +208,7 @@ pub(crate) fn block_keys(f: &Features) -> Vec<BlockKey> {
     }
     keys.sort_unstable();
     keys.dedup_by_key(|k| k.hash);
+    // Kept for the life of the link index: no spare capacity.
+    keys.shrink_to_fit();
     keys
 }

@@ -8,6 +8,7 @@
 //! statement is a fixed SQL string, prepared once per connection (cached).
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 use anyhow::Result;
@@ -303,7 +304,8 @@ pub fn choose_rows(
 /// the index of its record and the rule that chose it (`schema/0006_compact_provenance.sql`).
 fn provenance_json(chosen: &BTreeMap<Field, Chosen>) -> (String, String) {
     let mut records: Vec<(&str, Option<&str>, &str)> = Vec::new();
-    let mut fields = serde_json::Map::new();
+    let mut fields = String::with_capacity(40 * chosen.len());
+    fields.push('{');
     for (field, c) in chosen
         .iter()
         .filter(|(f, _)| f.table() != Table::SourceRecord)
@@ -316,16 +318,43 @@ fn provenance_json(chosen: &BTreeMap<Field, Chosen>) -> (String, String) {
                 records.len() - 1
             }
         };
-        fields.insert(field.name().to_string(), serde_json::json!([index, c.rule]));
+        if fields.len() > 1 {
+            fields.push(',');
+        }
+        push_json_str(&mut fields, field.name());
+        let _ = write!(fields, ":[{index},");
+        push_json_str(&mut fields, c.rule);
+        fields.push(']');
     }
-    let records: Vec<serde_json::Value> = records
-        .into_iter()
-        .map(|(source, external_id, at)| serde_json::json!([source, external_id, at]))
-        .collect();
-    (
-        serde_json::Value::Array(records).to_string(),
-        serde_json::Value::Object(fields).to_string(),
-    )
+    fields.push('}');
+    let mut list = String::with_capacity(80 * records.len());
+    list.push('[');
+    for (i, (source, external_id, at)) in records.into_iter().enumerate() {
+        list.push_str(if i == 0 { "[" } else { ",[" });
+        push_json_str(&mut list, source);
+        list.push(',');
+        match external_id {
+            Some(id) => push_json_str(&mut list, id),
+            None => list.push_str("null"),
+        }
+        list.push(',');
+        push_json_str(&mut list, at);
+        list.push(']');
+    }
+    list.push(']');
+    (list, fields)
+}
+
+/// Appends `s` as a JSON string.
+fn push_json_str(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else if let Ok(quoted) = serde_json::to_string(s) {
+        // Serialising a string cannot fail.
+        out.push_str(&quoted);
+    }
 }
 
 /// What [`write_rows`] did to a person.
@@ -457,6 +486,102 @@ mod tests {
         ] {
             assert_eq!(values_from_json(text), reference(text), "{text}");
         }
+    }
+
+    /// What `write_rows` stores reads back through the `field_provenance` view, one row per
+    /// field, with text that needs JSON escaping intact.
+    #[test]
+    fn provenance_reads_back_through_the_view() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        let values = |json: &str| values_from_json(json);
+        let observations = vec![
+            Observation {
+                source: "homes \"north\"".into(),
+                external_id: "a\\1".into(),
+                kind: SourceKind::CarehqServiceUsers,
+                values: values(r#"{"given_name":"Ann","family_name":"Lee"}"#),
+                observed_at: "2026-01-01T00:00:00Z".into(),
+            },
+            Observation {
+                source: "market".into(),
+                external_id: "m1".into(),
+                kind: SourceKind::MarketplaceUsers,
+                values: values(r#"{"given_name":"Ann","email":"ann@example.org"}"#),
+                observed_at: "2026-01-02T00:00:00Z".into(),
+            },
+        ];
+        let overrides: BTreeMap<Field, Override> = [(
+            Field::Mobile,
+            Override {
+                value: Field::Mobile.parse_text("07700 900123").unwrap(),
+                created_at: "2026-01-03T00:00:00Z".into(),
+            },
+        )]
+        .into();
+        let rows = choose_rows(&observations, &overrides, &Policy::default()).unwrap();
+        assert_eq!(
+            write_rows(&conn, 7, Some(&rows), true, "t").unwrap(),
+            Materialized::Written
+        );
+        let read: Vec<(String, String, Option<String>, String, String)> = conn
+            .prepare("SELECT field, source, external_id, observed_at, rule FROM field_provenance WHERE person_id = 7 ORDER BY field")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let row = |f: &str, s: &str, id: Option<&str>, at: &str, rule: &str| {
+            (
+                f.to_string(),
+                s.to_string(),
+                id.map(str::to_string),
+                at.to_string(),
+                rule.to_string(),
+            )
+        };
+        assert_eq!(
+            read,
+            vec![
+                row(
+                    "email",
+                    "market",
+                    Some("m1"),
+                    "2026-01-02T00:00:00Z",
+                    "only_source"
+                ),
+                row(
+                    "family_name",
+                    "homes \"north\"",
+                    Some("a\\1"),
+                    "2026-01-01T00:00:00Z",
+                    "only_source"
+                ),
+                row(
+                    "given_name",
+                    "homes \"north\"",
+                    Some("a\\1"),
+                    "2026-01-01T00:00:00Z",
+                    "agreement"
+                ),
+                row(
+                    "mobile",
+                    "operator",
+                    None,
+                    "2026-01-03T00:00:00Z",
+                    "operator_override"
+                ),
+            ]
+        );
+        let stored: i64 = conn
+            .query_row("SELECT count(*) FROM person_provenance", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(stored, 1, "one row per person");
+        assert_eq!(
+            write_rows(&conn, 7, Some(&rows), false, "t2").unwrap(),
+            Materialized::Unchanged,
+            "the same choice writes nothing"
+        );
     }
 
     #[test]
