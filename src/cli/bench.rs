@@ -58,6 +58,11 @@ struct Report {
     backfill_records_per_sec: f64,
     /// Of the backfill's wall time: linking every record and writing the persons.
     link_secs: Option<f64>,
+    /// Of the backfill's wall time: extraction (fetch, parse, map, store), i.e. all but linking.
+    extraction_secs: Option<f64>,
+    extraction_records_per_sec: Option<f64>,
+    /// Extraction records/s ÷ the slowest stage limit.
+    extraction_share_of_slowest_stage: Option<f64>,
     peak_rss_mb_above_simulators: Option<f64>,
     sources: Vec<SourceFigures>,
     nochange_sync_secs: f64,
@@ -125,6 +130,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     report.records = outcomes.iter().map(|o| o.counts.records_seen).sum();
     report.backfill_secs = elapsed.as_secs_f64();
     report.backfill_records_per_sec = report.records as f64 / elapsed.as_secs_f64();
+    // `run` is extraction then linking, one after the other: extraction is the rest.
+    report.extraction_secs = report
+        .link_secs
+        .map(|link| (report.backfill_secs - link).max(f64::EPSILON));
+    report.extraction_records_per_sec = report
+        .extraction_secs
+        .map(|secs| report.records as f64 / secs);
     for o in &outcomes {
         let kind: SourceKind = o.kind.parse().map_err(anyhow::Error::msg)?;
         let stats = sims.state().stats(kind);
@@ -184,6 +196,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         report.stage_store_rows_per_sec = Some(stages.2);
         let slowest = stages.0.min(stages.1).min(stages.2);
         report.share_of_slowest_stage = Some(report.backfill_records_per_sec / slowest);
+        report.extraction_share_of_slowest_stage =
+            report.extraction_records_per_sec.map(|r| r / slowest);
     }
     sims.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -453,6 +467,10 @@ fn render(r: &Report) -> String {
     if let Some(secs) = r.link_secs {
         let _ = writeln!(out, "  of which linking   {:>12.2} s", secs);
     }
+    if let (Some(secs), Some(rate)) = (r.extraction_secs, r.extraction_records_per_sec) {
+        let _ = writeln!(out, "  of which extraction{:>12.2} s", secs);
+        let _ = writeln!(out, "  extraction records/s {:>10.0}", rate);
+    }
     if let Some(mb) = r.peak_rss_mb_above_simulators {
         let _ = writeln!(
             out,
@@ -512,6 +530,13 @@ fn render(r: &Report) -> String {
             let _ = writeln!(
                 out,
                 "  end-to-end share of the slowest stage {:>6.0}%",
+                share * 100.0
+            );
+        }
+        if let Some(share) = r.extraction_share_of_slowest_stage {
+            let _ = writeln!(
+                out,
+                "  extraction share of the slowest stage {:>6.0}%",
                 share * 100.0
             );
         }
