@@ -111,9 +111,9 @@ pub fn map_payload(mapping: &CompiledMapping, payload: &str) -> Canonical {
             };
         }
     };
-    match mapping.apply(&json) {
+    match mapping.apply_values(&json) {
         Ok(mapped) => {
-            let values_json = serde_json::Value::Object(mapped.values.to_json()).to_string();
+            let values_json = values_json(&mapped.values);
             let problems: Vec<serde_json::Value> = mapped
                 .problems
                 .iter()
@@ -137,6 +137,24 @@ pub fn map_payload(mapping: &CompiledMapping, payload: &str) -> Canonical {
     }
 }
 
+/// `CanonicalValues::to_json` as compact text, written straight out rather than through an
+/// intermediate map (this runs for every record).
+fn values_json(values: &crate::model::CanonicalValues) -> String {
+    let mut out = Vec::with_capacity(64 * values.len() + 2);
+    out.push(b'{');
+    for (i, (field, value)) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Writing strings and JSON values into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, field.name());
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut out, &value.to_json());
+    }
+    out.push(b'}');
+    String::from_utf8(out).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +172,19 @@ mod tests {
                 "{kind}"
             );
         }
+    }
+
+    #[test]
+    fn values_json_is_the_canonical_map_as_text() {
+        let m = Mappings::builtin().unwrap();
+        let cv = &m.for_kind(SourceKind::CarevalidateUsers).unwrap().mapping;
+        let json = serde_json::json!({"email": "zoe@example.org", "firstName": "Zoë \"Z\"",
+            "lastName": "O'Neil", "dob": "1950-02-01", "gender": "female"});
+        let mapped = cv.apply_values(&json).unwrap();
+        assert_eq!(
+            values_json(&mapped.values),
+            serde_json::Value::Object(mapped.values.to_json()).to_string()
+        );
     }
 
     #[test]

@@ -106,6 +106,14 @@ impl CompiledMapping {
     /// recorded in [`MappedRecord::problems`] and the other fields still map; only a record that
     /// is not an object, lacks a `required` field, or yields nothing at all is an error.
     pub fn apply(&self, record: &Json) -> Result<MappedRecord, RecordError> {
+        let mut out = self.apply_values(record)?;
+        out.unexpected_fields = self.unexpected_fields(record);
+        Ok(out)
+    }
+
+    /// [`Self::apply`] without looking for undocumented fields (`unexpected_fields` stays
+    /// empty): the pipeline's per-record path, which stores the raw payload anyway.
+    pub fn apply_values(&self, record: &Json) -> Result<MappedRecord, RecordError> {
         if !record.is_object() {
             return Err(RecordError::NotAnObject);
         }
@@ -116,7 +124,6 @@ impl CompiledMapping {
         if out.values.is_empty() {
             return Err(RecordError::NothingMapped);
         }
-        out.unexpected_fields = self.unexpected_fields(record);
         Ok(out)
     }
 
