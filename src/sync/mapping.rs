@@ -102,7 +102,7 @@ impl Mappings {
 /// Maps one raw record. Never panics; a record that cannot be read at all is a failure with
 /// its reason (field names and codes, never values).
 pub fn map_payload(mapping: &CompiledMapping, payload: &str) -> Canonical {
-    let json: serde_json::Value = match serde_json::from_str(payload) {
+    let json: serde_json::Value = match mapping.parse_record(payload) {
         Ok(v) => v,
         Err(_) => {
             return Canonical::Failed {
@@ -172,6 +172,38 @@ mod tests {
                 "{kind}"
             );
         }
+    }
+
+    /// Mapping from the members the rules read gives what mapping from the whole record gives.
+    #[test]
+    fn mapping_from_the_read_members_equals_mapping_from_the_whole_record() {
+        let m = Mappings::builtin().unwrap();
+        let sim = crate::sim::SimState::generate(crate::sim::SimOptions {
+            people: 300,
+            ..Default::default()
+        });
+        for kind in SourceKind::ALL {
+            let mapping = &m.for_kind(kind).unwrap().mapping;
+            let records = sim.records(kind);
+            assert!(!records.is_empty(), "{kind}");
+            for record in records {
+                let text = record.to_string();
+                let whole = mapping.apply_values(&record);
+                let parsed = mapping.parse_record(&text).unwrap();
+                assert_eq!(mapping.apply_values(&parsed), whole, "{kind}");
+            }
+        }
+        let cv = &m.for_kind(SourceKind::CarevalidateUsers).unwrap().mapping;
+        // Escaped keys, duplicate keys (the last wins, as serde_json does) and non-objects.
+        let text =
+            r#"{"em\u0061il": "a@example.org", "email": "b@example.org", "x": [1, {"y": 2}]}"#;
+        assert_eq!(
+            cv.apply_values(&cv.parse_record(text).unwrap()),
+            cv.apply_values(&serde_json::from_str(text).unwrap())
+        );
+        assert!(cv.parse_record("[1, 2]").unwrap().is_array());
+        assert!(cv.parse_record(r#"{"email": "a@example.org"} x"#).is_err());
+        assert!(cv.parse_record(r#"{"email": "a@exa"#).is_err());
     }
 
     #[test]

@@ -90,6 +90,8 @@ pub struct CompiledMapping {
     pub(super) writes: Vec<WriteBinding>,
     pub(super) keep_raw: Vec<String>,
     pub(super) examples: Vec<Example>,
+    /// The top-level members the read rules look into (first segment of every path).
+    pub(super) roots: std::collections::HashSet<String>,
 }
 
 impl CompiledMapping {
@@ -390,6 +392,11 @@ impl Ctx<'_> {
             &read_paths,
             &claimed,
         );
+        let roots = rules
+            .iter()
+            .flat_map(|r: &ReadRule| r.paths.iter())
+            .filter_map(|p| p.segments().next().map(str::to_owned))
+            .collect();
         let mapping = CompiledMapping {
             source,
             file: self.file.to_owned(),
@@ -397,6 +404,7 @@ impl Ctx<'_> {
             writes,
             keep_raw,
             examples: Vec::new(),
+            roots,
         };
         let examples = raw
             .examples
