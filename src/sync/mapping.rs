@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use crate::model::{Field, FieldKind};
+use crate::model::{Field, FieldKind, Value, format_date, format_datetime};
 use crate::source::kind::SourceKind;
 use crate::store::Canonical;
 use crate::transform::{self, CompiledMapping};
@@ -149,7 +149,15 @@ fn values_json(values: &crate::model::CanonicalValues) -> String {
         // Writing strings and JSON values into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut out, field.name());
         out.push(b':');
-        let _ = serde_json::to_writer(&mut out, &value.to_json());
+        // `value.to_json()`, written without building it.
+        let _ = match value {
+            Value::Text(s) => serde_json::to_writer(&mut out, s),
+            Value::Date(d) => serde_json::to_writer(&mut out, &format_date(*d)),
+            Value::DateTime(t) => serde_json::to_writer(&mut out, &format_datetime(*t)),
+            Value::Bool(b) => serde_json::to_writer(&mut out, b),
+            Value::Int(i) => serde_json::to_writer(&mut out, i),
+            Value::TextList(items) => serde_json::to_writer(&mut out, items),
+        };
     }
     out.push(b'}');
     String::from_utf8(out).unwrap_or_default()
@@ -216,6 +224,31 @@ mod tests {
         assert_eq!(
             values_json(&mapped.values),
             serde_json::Value::Object(mapped.values.to_json()).to_string()
+        );
+        let mut every_kind = crate::model::CanonicalValues::new();
+        let t = chrono::DateTime::parse_from_rfc3339("2024-03-01T10:20:30.5+01:00").unwrap();
+        for (field, value) in [
+            (Field::GivenName, Value::Text("Zoë \"Z\" \\ \u{1}".into())),
+            (
+                Field::BirthDate,
+                Value::Date(chrono::NaiveDate::from_ymd_opt(1946, 3, 5).unwrap()),
+            ),
+            (
+                Field::SourceModifiedAt,
+                Value::DateTime(t.with_timezone(&chrono::Utc)),
+            ),
+            (Field::Dementia, Value::Bool(true)),
+            (Field::GivenAge, Value::Int(-7)),
+            (
+                Field::Religions,
+                Value::TextList(vec!["en".into(), "cy".into()]),
+            ),
+        ] {
+            every_kind.insert(field, value);
+        }
+        assert_eq!(
+            values_json(&every_kind),
+            serde_json::Value::Object(every_kind.to_json()).to_string()
         );
     }
 

@@ -106,7 +106,7 @@ impl CompiledMapping {
     /// recorded in [`MappedRecord::problems`] and the other fields still map; only a record that
     /// is not an object, lacks a `required` field, or yields nothing at all is an error.
     pub fn apply(&self, record: &Json) -> Result<MappedRecord, RecordError> {
-        let mut out = self.apply_values(record)?;
+        let mut out = self.apply_rules(record, true)?;
         out.unexpected_fields = self.unexpected_fields(record);
         Ok(out)
     }
@@ -125,15 +125,20 @@ impl CompiledMapping {
         Ok(record)
     }
 
-    /// [`Self::apply`] without looking for undocumented fields (`unexpected_fields` stays
-    /// empty): the pipeline's per-record path, which stores the raw payload anyway.
+    /// [`Self::apply`] without looking for undocumented fields or recording each value's
+    /// origin (`unexpected_fields` and `origins` stay empty): the pipeline's per-record path,
+    /// which stores values and problems only.
     pub fn apply_values(&self, record: &Json) -> Result<MappedRecord, RecordError> {
+        self.apply_rules(record, false)
+    }
+
+    fn apply_rules(&self, record: &Json, origins: bool) -> Result<MappedRecord, RecordError> {
         if !record.is_object() {
             return Err(RecordError::NotAnObject);
         }
         let mut out = MappedRecord::default();
         for rule in &self.rules {
-            self.apply_rule(rule, record, &mut out)?;
+            self.apply_rule(rule, record, &mut out, origins)?;
         }
         if out.values.is_empty() {
             return Err(RecordError::NothingMapped);
@@ -146,6 +151,7 @@ impl CompiledMapping {
         rule: &ReadRule,
         record: &Json,
         out: &mut MappedRecord,
+        origins: bool,
     ) -> Result<(), RecordError> {
         let first_path = || rule.paths.first().map_or("", SourcePath::as_str).to_owned();
         let mut blocked = None;
@@ -193,7 +199,9 @@ impl CompiledMapping {
                     }
                 } else {
                     out.values.insert(field, value);
-                    out.origins.insert(field, path.as_str().to_owned());
+                    if origins {
+                        out.origins.insert(field, path.as_str().to_owned());
+                    }
                 }
             }
             Ok(None) if rule.required => {
@@ -276,7 +284,7 @@ impl CompiledMapping {
 }
 
 /// Builds an object of only the members named in the set (see `parse_record`).
-struct Members<'m>(&'m std::collections::HashSet<String>);
+struct Members<'m>(&'m [String]);
 
 impl<'de> serde::de::Visitor<'de> for Members<'_> {
     type Value = Json;
@@ -288,7 +296,11 @@ impl<'de> serde::de::Visitor<'de> for Members<'_> {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
         let mut out = serde_json::Map::new();
         while let Some(MemberKey(key)) = map.next_key()? {
-            if self.0.contains(key.as_ref()) {
+            if self
+                .0
+                .binary_search_by(|root| root.as_str().cmp(key.as_ref()))
+                .is_ok()
+            {
                 let value: Json = map.next_value()?;
                 out.insert(key.into_owned(), value);
             } else {
