@@ -14,8 +14,9 @@ use crate::sim::{self, SimOptions};
 use crate::source::http::HttpClient;
 use crate::source::kind::SourceKind;
 use crate::source::ratelimit::RateLimiter;
-use crate::source::{Position, Scope, api_for};
+use crate::source::{Paging, Position, Scope, api_for};
 use crate::store::{Checkpoint, PageWrite, Store, StoredRecord};
+use crate::sync::mapping::map_payload;
 use crate::sync::progress::Progress;
 use crate::sync::{Mode, Pipeline, RunOptions, RunReport, RunStatus, SourceOutcome};
 
@@ -58,6 +59,11 @@ struct Report {
     backfill_records_per_sec: f64,
     /// Of the backfill's wall time: linking every record and writing the persons.
     link_secs: Option<f64>,
+    /// Of the backfill's wall time: extraction (fetch, parse, map, store), i.e. all but linking.
+    extraction_secs: Option<f64>,
+    extraction_records_per_sec: Option<f64>,
+    /// Extraction records/s ÷ the slowest stage limit.
+    extraction_share_of_slowest_stage: Option<f64>,
     peak_rss_mb_above_simulators: Option<f64>,
     sources: Vec<SourceFigures>,
     nochange_sync_secs: f64,
@@ -71,7 +77,10 @@ struct Report {
     plan_writes: Option<u64>,
     plan_refused: Option<u64>,
     stage_fetch_records_per_sec: Option<f64>,
+    /// Parse and map, as the pipeline does, over every core.
     stage_parse_records_per_sec: Option<f64>,
+    /// Records stored per second, each a `source_record`, `canonical_record` and
+    /// `relink_queue` row (the name is kept for readers of the JSON).
     stage_store_rows_per_sec: Option<f64>,
     share_of_slowest_stage: Option<f64>,
     /// Requests ÷ allowed rate, for the slowest budget.
@@ -125,6 +134,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     report.records = outcomes.iter().map(|o| o.counts.records_seen).sum();
     report.backfill_secs = elapsed.as_secs_f64();
     report.backfill_records_per_sec = report.records as f64 / elapsed.as_secs_f64();
+    // `run` is extraction then linking, one after the other: extraction is the rest.
+    report.extraction_secs = report
+        .link_secs
+        .map(|link| (report.backfill_secs - link).max(f64::EPSILON));
+    report.extraction_records_per_sec = report
+        .extraction_secs
+        .map(|secs| report.records as f64 / secs);
     for o in &outcomes {
         let kind: SourceKind = o.kind.parse().map_err(anyhow::Error::msg)?;
         let stats = sims.state().stats(kind);
@@ -184,6 +200,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         report.stage_store_rows_per_sec = Some(stages.2);
         let slowest = stages.0.min(stages.1).min(stages.2);
         report.share_of_slowest_stage = Some(report.backfill_records_per_sec / slowest);
+        report.extraction_share_of_slowest_stage =
+            report.extraction_records_per_sec.map(|r| r / slowest);
     }
     sims.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -317,62 +335,63 @@ async fn plan_all(config: &crate::config::Config) -> anyhow::Result<(f64, u64, u
     .await?
 }
 
-/// Each stage alone on CareHQ service-user pages: fetch (HTTP, no parsing), parse (on every
-/// core), and store (the writer's upserts of raw records into a fresh database).
+/// Each stage alone, on every source's records (the same mix the backfill reads): fetch (HTTP
+/// as the pipeline pages: numbered pages `http.concurrency` at a time, cursors one by one),
+/// parse + map (on every core), and store (the writer's inserts of raw record, canonical row
+/// and relink_queue row into a fresh database): each the work the pipeline does per record.
 async fn stage_limits(
     config: &crate::config::Config,
     dir: &std::path::Path,
 ) -> anyhow::Result<(f64, f64, f64)> {
-    let source = config
+    let mappings = match &config.mappings_dir {
+        Some(dir) => crate::sync::mapping::Mappings::from_dir(dir)?,
+        None => crate::sync::mapping::Mappings::builtin()?,
+    };
+    let http = HttpClient::build_client(&config.http)?;
+
+    // Fetch: every page of every source, the sources side by side, bodies kept.
+    let started = Instant::now();
+    let fetched = futures::future::join_all(
+        config
+            .sources
+            .iter()
+            .map(|source| fetch_every_page(config, source, http.clone())),
+    )
+    .await;
+    let fetch_secs = started.elapsed().as_secs_f64();
+    let mut bodies: Vec<(usize, bytes::Bytes)> = Vec::new();
+    for (i, result) in fetched.into_iter().enumerate() {
+        bodies.extend(result?.into_iter().map(|b| (i, b)));
+    }
+    let apis: Vec<_> = config.sources.iter().map(|s| api_for(s.kind)).collect();
+    let kind_mappings: Vec<_> = config
         .sources
         .iter()
-        .find(|s| s.kind == SourceKind::CarehqServiceUsers)
-        .ok_or_else(|| anyhow::anyhow!("no CareHQ service-user source"))?;
-    let api = api_for(source.kind);
-    let client = HttpClient::new(
-        HttpClient::build_client(&config.http)?,
-        source.collection_url(),
-        source.credentials.clone(),
-        config.http.clone(),
-        Arc::new(RateLimiter::unlimited()),
-    );
-    let first_page = api.list_request(&Position::Page(1), 100, &Scope::default());
-    let pages = client
-        .execute(&first_page, |b| {
-            let v: serde_json::Value = serde_json::from_slice(&b).map_err(|e| e.to_string())?;
-            Ok(v["page_count"].as_u64().unwrap_or(1) as u32)
-        })
-        .await?;
+        .map(|s| mappings.for_kind(s.kind).cloned())
+        .collect();
 
-    // Fetch: every page, 4 at a time, bodies kept for the parse stage.
-    let started = Instant::now();
-    let bodies: Vec<bytes::Bytes> = futures::stream::iter(1..=pages)
-        .map(|p| {
-            let spec = api.list_request(&Position::Page(p), 100, &Scope::default());
-            let client = &client;
-            async move { client.execute(&spec, Ok).await }
-        })
-        .buffered(4)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()?;
-    let fetch_secs = started.elapsed().as_secs_f64();
-
-    // Parse: the same bodies, split over the cores.
+    // Parse + map: the same bodies split over the cores, each record parsed and mapped as the
+    // pipeline does (`Source::parser`: envelope, key, content hash, then the mapping).
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let started = Instant::now();
-    let parsed: Vec<Vec<StoredRecord>> = std::thread::scope(|scope| {
+    let parsed: Vec<(usize, Vec<StoredRecord>)> = std::thread::scope(|scope| {
         let chunks: Vec<_> = bodies.chunks(bodies.len().div_ceil(cores).max(1)).collect();
         let handles: Vec<_> = chunks
             .into_iter()
             .map(|chunk| {
-                let api = api.clone();
+                let (apis, kind_mappings) = (&apis, &kind_mappings);
                 scope.spawn(move || {
                     chunk
                         .iter()
-                        .filter_map(|b| api.parse_page(b).ok())
-                        .map(|p| p.records)
+                        .filter_map(|(i, body)| {
+                            let mut page = apis[*i].parse_page(body).ok()?;
+                            if let Some(m) = &kind_mappings[*i] {
+                                for r in &mut page.records {
+                                    r.canonical = Some(map_payload(&m.mapping, &r.payload));
+                                }
+                            }
+                            Some((*i, page.records))
+                        })
                         .collect::<Vec<_>>()
                 })
             })
@@ -383,36 +402,42 @@ async fn stage_limits(
             .collect()
     });
     let parse_secs = started.elapsed().as_secs_f64();
-    let records: usize = parsed.iter().map(Vec::len).sum();
+    let records: usize = parsed.iter().map(|(_, r)| r.len()).sum();
 
-    // Store: the writer alone, into a fresh database.
+    // Store: the writer alone, into a fresh database, writing what the pipeline writes for a
+    // new record: the raw record, its canonical row and its relink_queue row, with each
+    // page's checkpoint.
     let store = Store::open(&dir.join("stage.db"))?;
+    let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
     store
         .writer
-        .call(|conn| {
-            conn.execute(
-                "INSERT INTO sync_state (source, scan_id, scan_mode, scan_started_at) VALUES ('stage', 1, 'full', '')",
-                [],
-            )?;
+        .call(move |conn| {
+            for name in names {
+                conn.execute(
+                    "INSERT INTO sync_state (source, scan_id, scan_mode, scan_started_at) VALUES (?1, 1, 'full', '')",
+                    [name],
+                )?;
+            }
             Ok(())
         })
         .await?;
     let started = Instant::now();
     let mut pending = Vec::new();
-    for (i, page) in parsed.into_iter().enumerate() {
+    for (n, (i, page)) in parsed.into_iter().enumerate() {
+        let source = &config.sources[i];
         pending.push(
             store
                 .writer
                 .write_page(PageWrite {
-                    source: Arc::from("stage"),
-                    kind: "carehq_service_users",
+                    source: Arc::from(source.name.as_str()),
+                    kind: source.kind.as_str(),
                     scan_id: 1,
                     records: page,
-                    mapping_hash: None,
+                    mapping_hash: kind_mappings[i].as_ref().map(|m| m.hash.clone()),
                     checkpoint: Some(Checkpoint {
                         scan_id: 1,
                         next_position: None,
-                        pages_done: i as u64 + 1,
+                        pages_done: n as u64 + 1,
                         watermark: None,
                     }),
                 })
@@ -429,6 +454,59 @@ async fn stage_limits(
         per_sec(parse_secs),
         per_sec(store_secs),
     ))
+}
+
+/// Every list page of one source, paged as `sync::paginate` pages it; bodies unparsed except
+/// where the next position is in the body (cursors, pages without a count).
+async fn fetch_every_page(
+    config: &crate::config::Config,
+    source: &crate::config::SourceConfig,
+    http: reqwest::Client,
+) -> anyhow::Result<Vec<bytes::Bytes>> {
+    let api = api_for(source.kind);
+    let client = HttpClient::new(
+        http,
+        source.collection_url(),
+        source.credentials.clone(),
+        config.http.clone(),
+        Arc::new(RateLimiter::unlimited()),
+    );
+    let (size, scope) = (source.page_size, Scope::default());
+    let mut position = Position::first(api.paging());
+    let body = client
+        .execute(&api.list_request(&position, size, &scope), Ok)
+        .await?;
+    let mut page = api.parse_page(&body).map_err(anyhow::Error::msg)?;
+    let mut bodies = vec![body];
+    if let (Paging::Numbered { first }, Some(n)) = (api.paging(), page.total_pages) {
+        let rest: Vec<bytes::Bytes> = futures::stream::iter(first + 1..first + n)
+            .map(|p| {
+                let spec = api.list_request(&Position::Page(p), size, &scope);
+                let client = &client;
+                async move { client.execute(&spec, Ok).await }
+            })
+            .buffered(config.http.concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        bodies.extend(rest);
+        return Ok(bodies);
+    }
+    loop {
+        position = match (&position, page.has_more, page.next_cursor.take()) {
+            (Position::Cursor(_), Some(true), Some(cursor)) => Position::Cursor(Some(cursor)),
+            (Position::Page(p), _, _) if page.records.len() >= size as usize => {
+                Position::Page(p + 1)
+            }
+            _ => return Ok(bodies),
+        };
+        let body = client
+            .execute(&api.list_request(&position, size, &scope), Ok)
+            .await?;
+        page = api.parse_page(&body).map_err(anyhow::Error::msg)?;
+        bodies.push(body);
+    }
 }
 
 fn render(r: &Report) -> String {
@@ -452,6 +530,10 @@ fn render(r: &Report) -> String {
     );
     if let Some(secs) = r.link_secs {
         let _ = writeln!(out, "  of which linking   {:>12.2} s", secs);
+    }
+    if let (Some(secs), Some(rate)) = (r.extraction_secs, r.extraction_records_per_sec) {
+        let _ = writeln!(out, "  of which extraction{:>12.2} s", secs);
+        let _ = writeln!(out, "  extraction records/s {:>10.0}", rate);
     }
     if let Some(mb) = r.peak_rss_mb_above_simulators {
         let _ = writeln!(
@@ -506,12 +588,19 @@ fn render(r: &Report) -> String {
     ) {
         let _ = writeln!(out, "\nstage limits, same record shapes (records/s)");
         let _ = writeln!(out, "  fetch (HTTP)       {:>12.0}", f);
-        let _ = writeln!(out, "  parse              {:>12.0}", p);
-        let _ = writeln!(out, "  store (upsert)     {:>12.0}", s);
+        let _ = writeln!(out, "  parse + map        {:>12.0}", p);
+        let _ = writeln!(out, "  store (record, canonical, relink queue) {:>6.0}", s);
         if let Some(share) = r.share_of_slowest_stage {
             let _ = writeln!(
                 out,
                 "  end-to-end share of the slowest stage {:>6.0}%",
+                share * 100.0
+            );
+        }
+        if let Some(share) = r.extraction_share_of_slowest_stage {
+            let _ = writeln!(
+                out,
+                "  extraction share of the slowest stage {:>6.0}%",
                 share * 100.0
             );
         }

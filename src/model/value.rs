@@ -106,7 +106,12 @@ impl Value {
 
 /// `YYYY-MM-DD`.
 pub fn format_date(date: NaiveDate) -> String {
-    date.format("%Y-%m-%d").to_string()
+    use chrono::Datelike;
+    match date.year() {
+        // What `%Y-%m-%d` gives, without interpreting a format string for every value.
+        y @ 0..=9999 => format!("{y:04}-{:02}-{:02}", date.month(), date.day()),
+        _ => date.format("%Y-%m-%d").to_string(),
+    }
 }
 
 /// RFC 3339 in UTC with `Z`; fractional seconds only when present.
@@ -129,8 +134,14 @@ pub fn parse_iso_date(input: &str) -> Result<NaiveDate, InvalidValue> {
     if !shape {
         return Err(InvalidValue::BadFormat);
     }
-    let date =
-        NaiveDate::parse_from_str(input, "%Y-%m-%d").map_err(|_| InvalidValue::OutOfRange)?;
+    // The shape is checked: every other byte is an ASCII digit.
+    let number = |range: std::ops::Range<usize>| {
+        b[range]
+            .iter()
+            .fold(0u32, |n, c| n * 10 + u32::from(c - b'0'))
+    };
+    let date = NaiveDate::from_ymd_opt(number(0..4) as i32, number(5..7), number(8..10))
+        .ok_or(InvalidValue::OutOfRange)?;
     check_date_range(date)
 }
 
@@ -268,6 +279,26 @@ mod tests {
         check_date("1800-01-01", Err(InvalidValue::OutOfRange));
         check_date("25/03/1946", Err(InvalidValue::BadFormat));
         check_date("", Err(InvalidValue::BadFormat));
+        check_date("1946-00-25", Err(InvalidValue::OutOfRange));
+        check_date("1946-13-25", Err(InvalidValue::OutOfRange));
+        check_date("1946-03-00", Err(InvalidValue::OutOfRange));
+        check_date("1946-04-31", Err(InvalidValue::OutOfRange));
+        check_date("2200-12-31", Ok("2200-12-31"));
+        check_date("2201-01-01", Err(InvalidValue::OutOfRange));
+    }
+
+    #[test]
+    fn dates_format_as_chrono_does() {
+        for (y, m, d) in [
+            (1, 1, 1),
+            (999, 12, 31),
+            (1946, 3, 5),
+            (9999, 1, 9),
+            (-5, 1, 1),
+        ] {
+            let date = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+            assert_eq!(format_date(date), date.format("%Y-%m-%d").to_string());
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ use super::http_util::{
     carehq_time, header_str, json_bytes, json_value, now_ms, parse_carehq_time, parse_pairs, value,
     values,
 };
-use super::store::{Record, Store, member_pattern};
+use super::store::{Projection, Record, Store};
 use crate::source::carehq::signing::{self, headers as h};
 use crate::source::kind::SourceKind;
 
@@ -563,13 +563,8 @@ fn list(state: &SimState, kind: SourceKind, params: &Pairs) -> Response {
     };
     let start = (serve_page - 1).saturating_mul(q.per_page).min(total);
     let end = (start + q.per_page).min(total);
-    let mut patterns = vec![member_pattern("_id")];
-    patterns.extend(
-        q.attributes
-            .iter()
-            .filter(|a| *a != "_id")
-            .map(|a| member_pattern(a)),
-    );
+    let projection =
+        Projection::new(std::iter::once("_id").chain(q.attributes.iter().map(String::as_str)));
     let mut out = Vec::with_capacity(64 + (end - start) * (40 + 60 * q.attributes.len()));
     out.extend_from_slice(format!("{{\"item_count\":{total},\"items\":[").as_bytes());
     for (n, slot) in view[start..end].iter().enumerate() {
@@ -577,7 +572,7 @@ fn list(state: &SimState, kind: SourceKind, params: &Pairs) -> Response {
             if n > 0 {
                 out.push(b',');
             }
-            rec.project_into(&patterns, &mut out);
+            rec.project_into(&projection, &mut out);
         }
     }
     out.extend_from_slice(

@@ -56,13 +56,15 @@ impl Record {
         &self.body[start..end]
     }
 
-    /// Appends `{...}` holding only the members whose key is in `patterns` (each `"key":`).
-    pub fn project_into(&self, patterns: &[Vec<u8>], out: &mut Vec<u8>) {
+    /// Appends `{...}` holding only the members `projection` selects. Each member's key is
+    /// looked up once (a hash of its encoded key), so a page costs members, not members ×
+    /// attributes.
+    pub fn project_into(&self, projection: &Projection, out: &mut Vec<u8>) {
         out.push(b'{');
         let mut first = true;
         for i in 0..self.members.len() {
             let m = self.member(i);
-            if patterns.iter().any(|p| m.starts_with(p)) {
+            if projection.selects(m) {
                 if !first {
                     out.push(b',');
                 }
@@ -79,6 +81,39 @@ pub fn member_pattern(key: &str) -> Vec<u8> {
     let mut p = serde_json::to_vec(key).unwrap_or_default();
     p.push(b':');
     p
+}
+
+/// A set of top-level keys to copy out of records (CareHQ's `attributes`).
+pub struct Projection {
+    patterns: std::collections::HashSet<Box<[u8]>>,
+}
+
+impl Projection {
+    pub fn new<'a>(keys: impl IntoIterator<Item = &'a str>) -> Projection {
+        Projection {
+            patterns: keys
+                .into_iter()
+                .map(|k| member_pattern(k).into_boxed_slice())
+                .collect(),
+        }
+    }
+
+    /// Whether the member (compact JSON, starting at its key's opening quote) is selected:
+    /// its `"key":` prefix, up to the first unescaped quote, is one of the patterns.
+    fn selects(&self, member: &[u8]) -> bool {
+        let mut i = 1;
+        while i < member.len() {
+            match member[i] {
+                b'\\' => i += 2,
+                b'"' => {
+                    return member.get(i + 1) == Some(&b':')
+                        && self.patterns.contains(&member[..i + 2]);
+                }
+                _ => i += 1,
+            }
+        }
+        false
+    }
 }
 
 /// Writes a JSON object member by member, remembering where each member starts.
@@ -295,10 +330,17 @@ mod tests {
     fn projection_copies_selected_members() {
         let r = rec("abc");
         let mut out = Vec::new();
-        r.project_into(&[member_pattern("_id"), member_pattern("ref")], &mut out);
+        r.project_into(&Projection::new(["_id", "ref"]), &mut out);
         assert_eq!(String::from_utf8_lossy(&out), r#"{"_id":"abc","ref":"1"}"#);
         out.clear();
-        r.project_into(&[member_pattern("genders")], &mut out);
+        r.project_into(&Projection::new(["genders"]), &mut out);
+        assert_eq!(String::from_utf8_lossy(&out), r#"{"genders":["female"]}"#);
+        out.clear();
+        // A key is matched whole, never as a prefix of a longer one.
+        r.project_into(&Projection::new(["first", "gender"]), &mut out);
+        assert_eq!(String::from_utf8_lossy(&out), "{}");
+        out.clear();
+        r.project_into(&Projection::new(["genders"]), &mut out);
         assert_eq!(String::from_utf8_lossy(&out), r#"{"genders":["female"]}"#);
         assert_eq!(r.value()["first_name"], "Zoë");
     }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -13,12 +14,17 @@ use super::now_rfc3339;
 
 const ROWS_PER_TRANSACTION: usize = 1000;
 const QUEUE_DEPTH: usize = 64;
+/// How long the writer waits for more of a scan's pages to fill a transaction.
+const FILL_WAIT: Duration = Duration::from_millis(20);
 /// The writer's page cache, in KiB: linking rewrites many persons in one transaction, and a
 /// cache much smaller than that transaction spills pages to the WAL and re-reads them.
 const CACHE_KIB: i64 = 32 * 1024;
 /// Prepared statements kept per connection: the writer, linking and materialising use
 /// about forty distinct fixed statements; SQLite's default of 16 would re-prepare them.
 const STATEMENT_CACHE: usize = 96;
+/// With a checkpointer thread, the writer checkpoints only when the WAL passes this many
+/// pages (64 MiB at 8 KiB pages): a backstop that bounds the WAL should the checkpointer lag.
+const WAL_BACKSTOP_PAGES: i64 = 8192;
 
 /// One record as it goes into `source_record`, with its canonical form when mapped.
 #[derive(Debug, Clone)]
@@ -115,10 +121,16 @@ impl Writer {
         if let Err(e) = conn.pragma_update(None, "cache_size", -CACHE_KIB) {
             tracing::warn!(error = %e, "cannot enlarge the writer's page cache");
         }
+        let checkpointer = Checkpointer::start(&conn);
+        if checkpointer.is_some()
+            && let Err(e) = conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)
+        {
+            tracing::warn!(error = %e, "cannot set the writer's WAL backstop");
+        }
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         thread::Builder::new()
             .name("caresync-writer".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, checkpointer))
             .expect("spawning the writer thread");
         Writer { tx }
     }
@@ -155,7 +167,51 @@ impl Writer {
     }
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+/// Copies committed WAL frames into the database on its own thread and connection, so the
+/// writer's commits do not pay for checkpoints (a quarter of its time during a backfill).
+/// It writes no data of its own: a checkpoint only moves what the writer committed. Passive
+/// checkpoints never block the writer; the writer's own autocheckpoint, set high, stays as a
+/// backstop.
+struct Checkpointer {
+    wake: std::sync::mpsc::SyncSender<()>,
+}
+
+impl Checkpointer {
+    /// `None` for a database without a file (in memory), or when the second connection
+    /// cannot be opened: the writer then checkpoints itself, as SQLite does by default.
+    fn start(writer: &Connection) -> Option<Checkpointer> {
+        let path = writer.path().filter(|p| !p.is_empty())?.to_owned();
+        let conn = match Connection::open(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "no checkpointer thread; the writer checkpoints");
+                return None;
+            }
+        };
+        let _ = conn.busy_timeout(std::time::Duration::from_secs(10));
+        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+        thread::Builder::new()
+            .name("caresync-checkpoint".into())
+            .spawn(move || {
+                // Ends when the writer (the only sender) is gone.
+                while woken.recv().is_ok() {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::debug!(error = %e, "checkpoint skipped");
+                    }
+                }
+            })
+            .ok()?;
+        Some(Checkpointer { wake })
+    }
+
+    /// Asks for a checkpoint after a commit; requests made while one runs are merged.
+    fn nudge(&self) {
+        let _ = self.wake.try_send(());
+    }
+}
+
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, checkpointer: Option<Checkpointer>) {
     let mut next: Option<Job> = None;
     loop {
         let job = match next.take() {
@@ -166,8 +222,20 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
             },
         };
         match job {
-            Job::Exec(f) => f(&mut conn),
+            Job::Exec(f) => {
+                f(&mut conn);
+                if let Some(c) = &checkpointer {
+                    c.nudge();
+                }
+            }
             Job::Page(page, reply) => {
+                // A scan's pages come in a stream: wait a moment for the transaction to fill
+                // rather than commit a page at a time (each commit rewrites the index pages
+                // it touched, so small transactions multiply the bytes written).
+                let linger = page
+                    .checkpoint
+                    .is_some()
+                    .then(|| Instant::now() + FILL_WAIT);
                 let mut batch = vec![(page, reply)];
                 let mut rows = batch[0].0.records.len();
                 while rows < ROWS_PER_TRANSACTION {
@@ -180,10 +248,18 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
                             next = Some(other);
                             break;
                         }
+                        Err(mpsc::error::TryRecvError::Empty)
+                            if linger.is_some_and(|until| Instant::now() < until) =>
+                        {
+                            thread::sleep(Duration::from_millis(1));
+                        }
                         Err(_) => break,
                     }
                 }
                 commit_pages(&mut conn, batch);
+                if let Some(c) = &checkpointer {
+                    c.nudge();
+                }
             }
         }
     }

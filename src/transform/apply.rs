@@ -106,17 +106,43 @@ impl CompiledMapping {
     /// recorded in [`MappedRecord::problems`] and the other fields still map; only a record that
     /// is not an object, lacks a `required` field, or yields nothing at all is an error.
     pub fn apply(&self, record: &Json) -> Result<MappedRecord, RecordError> {
+        let mut out = self.apply_rules(record, true)?;
+        out.unexpected_fields = self.unexpected_fields(record);
+        Ok(out)
+    }
+
+    /// Parses a record's JSON text for [`Self::apply_values`], building only the top-level
+    /// members the rules read (the others are skipped, not built): the same mapping as from
+    /// the whole record, for much less work. Text that is not JSON is an error; JSON that is
+    /// not an object comes back as it is, for `apply_values` to refuse.
+    pub fn parse_record(&self, text: &str) -> serde_json::Result<Json> {
+        if !text.trim_start().starts_with('{') {
+            return serde_json::from_str(text);
+        }
+        let mut de = serde_json::Deserializer::from_str(text);
+        let record = serde::Deserializer::deserialize_map(&mut de, Members(&self.roots))?;
+        de.end()?;
+        Ok(record)
+    }
+
+    /// [`Self::apply`] without looking for undocumented fields or recording each value's
+    /// origin (`unexpected_fields` and `origins` stay empty): the pipeline's per-record path,
+    /// which stores values and problems only.
+    pub fn apply_values(&self, record: &Json) -> Result<MappedRecord, RecordError> {
+        self.apply_rules(record, false)
+    }
+
+    fn apply_rules(&self, record: &Json, origins: bool) -> Result<MappedRecord, RecordError> {
         if !record.is_object() {
             return Err(RecordError::NotAnObject);
         }
         let mut out = MappedRecord::default();
         for rule in &self.rules {
-            self.apply_rule(rule, record, &mut out)?;
+            self.apply_rule(rule, record, &mut out, origins)?;
         }
         if out.values.is_empty() {
             return Err(RecordError::NothingMapped);
         }
-        out.unexpected_fields = self.unexpected_fields(record);
         Ok(out)
     }
 
@@ -125,6 +151,7 @@ impl CompiledMapping {
         rule: &ReadRule,
         record: &Json,
         out: &mut MappedRecord,
+        origins: bool,
     ) -> Result<(), RecordError> {
         let first_path = || rule.paths.first().map_or("", SourcePath::as_str).to_owned();
         let mut blocked = None;
@@ -172,7 +199,9 @@ impl CompiledMapping {
                     }
                 } else {
                     out.values.insert(field, value);
-                    out.origins.insert(field, path.as_str().to_owned());
+                    if origins {
+                        out.origins.insert(field, path.as_str().to_owned());
+                    }
                 }
             }
             Ok(None) if rule.required => {
@@ -251,6 +280,56 @@ impl CompiledMapping {
             .filter(|f| !self.writes.iter().any(|w| w.field == *f))
             .collect();
         payload
+    }
+}
+
+/// Builds an object of only the members named in the set (see `parse_record`).
+struct Members<'m>(&'m [String]);
+
+impl<'de> serde::de::Visitor<'de> for Members<'_> {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(MemberKey(key)) = map.next_key()? {
+            if self
+                .0
+                .binary_search_by(|root| root.as_str().cmp(key.as_ref()))
+                .is_ok()
+            {
+                let value: Json = map.next_value()?;
+                out.insert(key.into_owned(), value);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(Json::Object(out))
+    }
+}
+
+/// An object key, borrowed from the text when it has no escapes.
+struct MemberKey<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for MemberKey<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = MemberKey<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(MemberKey(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(MemberKey(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
     }
 }
 

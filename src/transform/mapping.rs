@@ -90,6 +90,9 @@ pub struct CompiledMapping {
     pub(super) writes: Vec<WriteBinding>,
     pub(super) keep_raw: Vec<String>,
     pub(super) examples: Vec<Example>,
+    /// The top-level members the read rules look into (first segment of every path), sorted
+    /// and without duplicates.
+    pub(super) roots: Vec<String>,
 }
 
 impl CompiledMapping {
@@ -390,6 +393,13 @@ impl Ctx<'_> {
             &read_paths,
             &claimed,
         );
+        let mut roots: Vec<String> = rules
+            .iter()
+            .flat_map(|r: &ReadRule| r.paths.iter())
+            .filter_map(|p| p.segments().next().map(str::to_owned))
+            .collect();
+        roots.sort();
+        roots.dedup();
         let mapping = CompiledMapping {
             source,
             file: self.file.to_owned(),
@@ -397,6 +407,7 @@ impl Ctx<'_> {
             writes,
             keep_raw,
             examples: Vec::new(),
+            roots,
         };
         let examples = raw
             .examples
