@@ -275,7 +275,7 @@ impl LinkIndex {
         }
         let c = compare(&self.config, &sa.features, &sb.features);
         let keep = c.rule.is_some()
-            || (c.veto.is_none() && c.score >= self.config.candidate_min_score)
+            || (c.veto.is_none() && c.score >= self.config.candidate_keep_score())
             || (c.veto.is_some()
                 && (c.shares_identifier || c.score >= self.config.review_threshold));
         Some(keep.then_some(Edge {

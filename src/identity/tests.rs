@@ -456,3 +456,32 @@ fn diagnose_missed_pairs() {
         println!("{n:4} {line}");
     }
 }
+
+/// Pairs below the review threshold are kept only as runners-up: dropping them changes no link,
+/// whatever the configured thresholds, and every runner-up kept is at least the keep score.
+#[test]
+fn weak_candidates_change_no_link() {
+    let data = dataset(2000, 5);
+    for review_threshold in [13.0, 9.0] {
+        let with_all = MatchConfig {
+            review_threshold,
+            candidate_min_score: 4.0,
+            ..MatchConfig::default()
+        };
+        let default_keep = MatchConfig {
+            review_threshold,
+            ..MatchConfig::default()
+        };
+        let all = resolve(&with_all, data.records.clone());
+        let kept = resolve(&default_keep, data.records.clone());
+        assert_eq!(sorted_clusters(&kept), sorted_clusters(&all));
+        assert!(kept.stats.kept_pairs < all.stats.kept_pairs);
+        let floor = default_keep.candidate_keep_score();
+        assert!(
+            kept.clusters
+                .iter()
+                .flat_map(|c| &c.runners_up)
+                .all(|r| r.score >= floor)
+        );
+    }
+}

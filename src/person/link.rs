@@ -83,6 +83,15 @@ impl Linker {
                 let index = LinkIndex::build_prepared(self.config.clone(), records);
                 let built_ms = started.elapsed().as_millis() as u64;
                 let resolution = index.resolution();
+                let stats = index.link_stats();
+                tracing::debug!(
+                    records = stats.records,
+                    blocks = stats.blocks,
+                    oversized_blocks = stats.oversized_blocks,
+                    compared_pairs = stats.compared_pairs,
+                    kept_pairs = stats.kept_pairs,
+                    "link index stats"
+                );
                 tracing::debug!(
                     loaded_ms,
                     built_ms,
