@@ -981,3 +981,74 @@ async fn forget_leaves_no_trace_and_the_person_does_not_come_back() {
     assert!(after.is_empty(), "values back after a sync: {after:?}");
     h.sims.shutdown().await;
 }
+
+/// `caresync bench` runs the real pipeline end to end and reports every figure issue 7 asks
+/// for: requests at the minimum, a no-change sync that writes nothing, linking and plan
+/// timings, and each stage's limit with the end-to-end share of the slowest.
+#[test]
+fn bench_reports_every_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_caresync"))
+        .args(["bench", "--people", "400", "--json"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let records = r["records"].as_u64().unwrap();
+    assert!(records > 400, "every source's records: {records}");
+    let sources = r["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 5);
+    let per_source: u64 = sources.iter().map(|s| s["records"].as_u64().unwrap()).sum();
+    assert_eq!(per_source, records);
+    for s in sources {
+        let (requests, minimum) = (
+            s["requests"].as_u64().unwrap(),
+            s["minimum_requests"].as_u64().unwrap(),
+        );
+        assert!(
+            requests == minimum || requests == minimum + 1,
+            "{}: {requests} requests for a minimum of {minimum}",
+            s["source"]
+        );
+    }
+    assert_eq!(r["nochange_sync_rows_written"], 0);
+    assert_eq!(r["link_all_records"].as_u64(), Some(records));
+    let persons = r["link_all_persons"].as_u64().unwrap();
+    assert!(
+        persons * 2 > records && persons < records,
+        "{persons} persons from {records} records"
+    );
+    for figure in [
+        "backfill_records_per_sec",
+        "link_secs",
+        "extraction_secs",
+        "plan_secs",
+        "stage_fetch_records_per_sec",
+        "stage_parse_records_per_sec",
+        "stage_raw_upsert_rows_per_sec",
+        "stage_store_rows_per_sec",
+        "share_of_slowest_stage",
+    ] {
+        assert!(
+            r[figure].as_f64().is_some_and(|x| x > 0.0),
+            "{figure}: {}",
+            r[figure]
+        );
+    }
+    let slowest = [
+        "stage_fetch_records_per_sec",
+        "stage_parse_records_per_sec",
+        "stage_raw_upsert_rows_per_sec",
+    ]
+    .iter()
+    .map(|k| r[*k].as_f64().unwrap())
+    .fold(f64::INFINITY, f64::min);
+    let share = r["share_of_slowest_stage"].as_f64().unwrap();
+    let expected = r["backfill_records_per_sec"].as_f64().unwrap() / slowest;
+    assert!((share - expected).abs() < 1e-9, "{share} vs {expected}");
+}
