@@ -20,13 +20,15 @@ GROUP BY person_id;
 
 DROP TABLE field_provenance;
 
+-- json_extract rather than ->>, so that an analyst's older sqlite3 (before 3.38) can still
+-- read the schema.
 CREATE VIEW field_provenance AS
-SELECT p.person_id    AS person_id,
-       f.key          AS field,
-       r.value ->> 0  AS source,
-       r.value ->> 1  AS external_id,
-       r.value ->> 2  AS observed_at,
-       f.value ->> 1  AS rule
+SELECT p.person_id                    AS person_id,
+       f.key                          AS field,
+       json_extract(r.value, '$[0]')  AS source,
+       json_extract(r.value, '$[1]')  AS external_id,
+       json_extract(r.value, '$[2]')  AS observed_at,
+       json_extract(f.value, '$[1]')  AS rule
 FROM person_provenance p
 JOIN json_each(p.fields) f
-JOIN json_each(p.records) r ON r.key = f.value ->> 0;
+JOIN json_each(p.records) r ON r.key = json_extract(f.value, '$[0]');
