@@ -102,7 +102,7 @@ impl Linker {
                 (resolution.clusters, resolution.review, Scope::All)
             }
             Some(index) => {
-                let live = load_live(&tx, Some(&queue))?;
+                let live = load_live(&tx, &queue)?;
                 let live_refs: HashSet<RecordRef> = live.iter().map(|r| r.record.clone()).collect();
                 let mut changes: Vec<Change> = live.into_iter().map(Change::Upsert).collect();
                 changes.extend(
@@ -187,38 +187,30 @@ fn input_record(source: &str, external_id: &str, kind: &str, values: &str) -> Op
     })
 }
 
-/// Live (not deleted upstream) canonical records: all of them, or those in `only`.
-fn load_live(conn: &Connection, only: Option<&[RecordRef]>) -> Result<Vec<InputRecord>> {
-    let sql = LIVE_SQL;
-    let read = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(String, String, String, String)> {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-    };
-    let rows: Vec<(String, String, String, String)> = match only {
-        None => conn
-            .prepare(sql)?
-            .query_map([], read)?
-            .collect::<rusqlite::Result<_>>()?,
-        Some(refs) => {
-            let mut stmt =
-                conn.prepare(&format!("{sql} AND c.source = ?1 AND c.external_id = ?2"))?;
-            let mut rows = Vec::with_capacity(refs.len());
-            for r in refs {
-                if let Some(row) = stmt
-                    .query_row(params![r.source, r.external_id], read)
-                    .optional()?
-                {
-                    rows.push(row);
-                }
-            }
-            rows
+/// The live (not deleted upstream) canonical records among `refs`.
+fn load_live(conn: &Connection, refs: &[RecordRef]) -> Result<Vec<InputRecord>> {
+    let mut stmt = conn.prepare(&format!(
+        "{LIVE_SQL} AND c.source = ?1 AND c.external_id = ?2"
+    ))?;
+    let mut records = Vec::with_capacity(refs.len());
+    for r in refs {
+        let row = stmt
+            .query_row(params![r.source, r.external_id], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                ))
+            })
+            .optional()?;
+        if let Some((source, external_id, kind, values)) = row
+            && let Some(record) = input_record(&source, &external_id, &kind, &values)
+        {
+            records.push(record);
         }
-    };
-    Ok(rows
-        .into_iter()
-        .filter_map(|(source, external_id, kind, values)| {
-            input_record(&source, &external_id, &kind, &values)
-        })
-        .collect())
+    }
+    Ok(records)
 }
 
 /// When persons merge, the retired person's live overrides move to the person that took most

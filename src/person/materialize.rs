@@ -250,17 +250,6 @@ fn parse_override(field: &str, value_json: &str, created_at: String) -> Option<(
     Some((field, Override { value, created_at }))
 }
 
-/// The linked records of a person and its live overrides.
-pub fn load_person(
-    conn: &Connection,
-    person_id: i64,
-) -> Result<(Vec<Observation>, BTreeMap<Field, Override>)> {
-    Ok((
-        load_observations(conn, person_id)?,
-        load_overrides(conn, person_id)?,
-    ))
-}
-
 /// What survivorship chose for one person, as the rows to store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PersonRows {

@@ -254,7 +254,7 @@ fn plan_person(
     if !updates_any && !creates.iter().any(|c| *c) {
         return out;
     }
-    // The person's records (those with a canonical form and a known kind), as `load_person`
+    // The person's records (those with a canonical form and a known kind), as `load_observations`
     // reads them; the values are borrowed back below for the updates.
     let mut observations: Vec<Observation> = Vec::new();
     let mut observed: Vec<Option<usize>> = Vec::with_capacity(links.len());
