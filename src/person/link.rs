@@ -13,7 +13,7 @@ use anyhow::Result;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::materialize::{
-    Materialized, choose_rows, load_all_overrides, load_observations, load_overrides,
+    Materialized, PersonRows, choose_rows, load_all_overrides, load_observations, load_overrides,
     values_from_json, write_rows,
 };
 use super::scan::{Read, for_each_person};
@@ -481,23 +481,22 @@ fn materialize_persons_by(
     full_pass: bool,
 ) -> Result<(usize, usize)> {
     let mut counts = (0, 0);
-    let mut count = |m: Materialized| match m {
-        Materialized::Written => counts.0 += 1,
-        Materialized::Unchanged => {}
-        Materialized::Removed => counts.1 += 1,
+    let mut write = |person_id: i64, rows: Option<&PersonRows>| -> Result<()> {
+        match write_rows(tx, person_id, rows, person_id >= first_new_id, now)? {
+            Materialized::Written => counts.0 += 1,
+            Materialized::Unchanged => {}
+            Materialized::Removed => counts.1 += 1,
+        }
+        Ok(())
     };
     if !full_pass {
         for &person_id in affected {
             let observations = load_observations(tx, person_id)?;
             let overrides = load_overrides(tx, person_id)?;
-            let rows = choose_rows(&observations, &overrides, policy);
-            count(write_rows(
-                tx,
+            write(
                 person_id,
-                rows.as_ref(),
-                person_id >= first_new_id,
-                now,
-            )?);
+                choose_rows(&observations, &overrides, policy).as_ref(),
+            )?;
         }
         return Ok(counts);
     }
@@ -519,24 +518,12 @@ fn materialize_persons_by(
         },
         |person_id, rows| {
             seen.insert(person_id);
-            count(write_rows(
-                tx,
-                person_id,
-                rows.as_ref(),
-                person_id >= first_new_id,
-                now,
-            )?);
-            Ok(())
+            write(person_id, rows.as_ref())
         },
     )?;
+    // Persons with no link left were not visited: they are removed.
     for &person_id in affected.difference(&seen) {
-        count(write_rows(
-            tx,
-            person_id,
-            None,
-            person_id >= first_new_id,
-            now,
-        )?);
+        write(person_id, None)?;
     }
     Ok(counts)
 }

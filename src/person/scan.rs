@@ -217,3 +217,106 @@ fn parse(links: Vec<RawLink>) -> Vec<LinkedRecord> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store whose persons 1..=n each have `p % 3 + 1` linked records with canonical values.
+    fn store(n: i64) -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        let tx = conn.transaction().unwrap();
+        for p in 1..=n {
+            tx.execute(
+                "INSERT INTO person (person_id, created_at, updated_at) VALUES (?1, 't', 't')",
+                [p],
+            )
+            .unwrap();
+            for r in 0..(p % 3 + 1) {
+                let id = format!("p{p}r{r}");
+                tx.execute(
+                    "INSERT INTO person_link (source, external_id, kind, person_id, rule, linked_at)
+                     VALUES ('homes', ?1, 'carehq_service_users', ?2, 'anchor', 't')",
+                    rusqlite::params![id, p],
+                )
+                .unwrap();
+                tx.execute(
+                    "INSERT INTO canonical_record (source, external_id, kind, content_hash, mapping_hash, values_json, mapped_at)
+                     VALUES ('homes', ?1, 'carehq_service_users', 'h', 'm', ?2, 't')",
+                    rusqlite::params![id, format!(r#"{{"given_name":"Ann{p}"}}"#)],
+                )
+                .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+        (dir, conn)
+    }
+
+    /// Every person (or every chosen one) once, in person order, with all its records parsed,
+    /// across many batches handed to the workers.
+    #[test]
+    fn persons_come_back_in_order_with_their_records() {
+        let n = PERSONS_PER_BATCH as i64 * 3 + 7;
+        let (_dir, conn) = store(n);
+        let summarise = |person: i64, links: Vec<LinkedRecord>| {
+            let names: Vec<bool> = links
+                .iter()
+                .map(|l| {
+                    l.values
+                        .as_ref()
+                        .and_then(|v| v.get(crate::model::Field::GivenName))
+                        == Some(&crate::model::Value::Text(format!("Ann{person}")))
+                })
+                .collect();
+            (links.len(), names.iter().all(|ok| *ok))
+        };
+        let mut seen = Vec::new();
+        for_each_person(
+            &conn,
+            Read::CanonicalOnly,
+            None,
+            summarise,
+            |p, (len, ok)| {
+                seen.push((p, len, ok));
+                Ok(())
+            },
+        )
+        .unwrap();
+        let expected: Vec<(i64, usize, bool)> =
+            (1..=n).map(|p| (p, (p % 3 + 1) as usize, true)).collect();
+        assert_eq!(seen, expected);
+
+        let only: BTreeSet<i64> = [2, 300, n].into();
+        let mut chosen = Vec::new();
+        for_each_person(&conn, Read::WithLiveHash, Some(&only), summarise, |p, _| {
+            chosen.push(p);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(chosen, vec![2, 300, n]);
+    }
+
+    /// An error from the sink stops the pass and is returned; nothing after it is handed on.
+    #[test]
+    fn a_sink_error_stops_the_pass() {
+        let n = PERSONS_PER_BATCH as i64 * 4;
+        let (_dir, conn) = store(n);
+        let mut handed = Vec::new();
+        let result = for_each_person(
+            &conn,
+            Read::CanonicalOnly,
+            None,
+            |_, links| links.len(),
+            |p, _| {
+                if p == 300 {
+                    anyhow::bail!("cannot write person {p}");
+                }
+                handed.push(p);
+                Ok(())
+            },
+        );
+        assert_eq!(result.unwrap_err().to_string(), "cannot write person 300");
+        assert_eq!(handed, (1..300).collect::<Vec<i64>>());
+    }
+}
