@@ -16,16 +16,6 @@ use sha2::{Digest, Sha256};
 
 use crate::store::{StoredRecord, now_rfc3339};
 
-/// The newest erasure's id (0 before any): a process holding an in-memory link index
-/// rebuilds it when this moves.
-pub fn generation(conn: &Connection) -> Result<i64> {
-    Ok(conn.query_row(
-        "SELECT COALESCE(MAX(erasure_id), 0) FROM erasure_log",
-        [],
-        |r| r.get(0),
-    )?)
-}
-
 /// The suppression key of a record: hex SHA-256 of salt, source, a zero byte, external id.
 pub fn key_hash(salt: &[u8], source: &str, external_id: &str) -> String {
     let mut h = Sha256::new();
@@ -149,6 +139,7 @@ pub fn erase_person(
         ] {
             rows += tx.execute(sql, params![source, external_id])?;
         }
+        rows += crate::person::link_state::forget_record(&tx, source, external_id)?;
         for (table, present) in &writeback {
             if *present {
                 rows += tx.execute(
@@ -185,6 +176,8 @@ pub fn erase_person(
         "DELETE FROM operator_override WHERE person_id = ?1",
         [person_id],
     )?;
+    // The erased records' pairs made rivals and blocks for others: the next link is a full one.
+    crate::person::link_state::invalidate(&tx)?;
     tx.commit()?;
     Ok(Erasure {
         erasure_id,

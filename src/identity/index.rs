@@ -1,5 +1,6 @@
 //! The linking index: records' features, blocks, the kept comparisons, and the clusters.
-//! [`LinkIndex::build`] links everything; [`LinkIndex::apply`] re-links what changes touch.
+//! [`LinkIndex::build`] links everything; [`LinkIndex::build_part`] links a part of the store
+//! closed under its kept pairs (the neighbourhood `person::link_state` re-links).
 
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -26,29 +27,6 @@ pub struct LinkStats {
     pub compared_pairs: u64,
     /// Comparisons kept (links, runners-up, review and conflicts).
     pub kept_pairs: usize,
-}
-
-/// A record changed upstream.
-#[derive(Debug, Clone)]
-pub enum Change {
-    /// Added or changed.
-    Upsert(InputRecord),
-    Removed(RecordRef),
-}
-
-/// What an update recomputed. Replace everything previously stored for `affected` records
-/// (their links and the review pairs touching them) with `clusters` and `review`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Update {
-    /// Every record whose cluster was recomputed, removed ones included, in record order.
-    pub affected: Vec<RecordRef>,
-    /// The clusters of the affected records that still exist.
-    pub clusters: Vec<Cluster>,
-    /// Review pairs with at least one affected record.
-    pub review: Vec<Candidate>,
-    /// Records compared again (changed ones, and members of blocks that crossed the size cap).
-    pub rescored: usize,
-    pub compared_pairs: u64,
 }
 
 /// A kept comparison, stored on both records.
@@ -84,7 +62,6 @@ struct Slot {
 pub struct LinkIndex {
     config: MatchConfig,
     slots: Vec<Option<Slot>>,
-    free: Vec<u32>,
     by_ref: HashMap<RecordRef, u32>,
     blocks: HashMap<u64, Vec<u32>>,
     oversized: HashSet<u64>,
@@ -100,7 +77,44 @@ pub struct Prepared {
     keys: Vec<BlockKey>,
 }
 
+/// A blocking key as the store keeps it: its hash, and whether its block compares only
+/// pairs with a side lacking a birth date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyOf {
+    pub hash: u64,
+    pub filtered: bool,
+}
+
+/// The global size of a block, from which it is judged oversized.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlockSize {
+    pub members: u64,
+    pub lacking_birth_date: u64,
+    pub filtered: bool,
+}
+
+impl BlockSize {
+    pub fn oversized(&self, config: &MatchConfig) -> bool {
+        block_pairs(self.filtered, self.members, self.lacking_birth_date) > config.max_block_pairs
+    }
+}
+
 impl Prepared {
+    pub fn record(&self) -> &RecordRef {
+        &self.record
+    }
+
+    pub fn lacks_birth_date(&self) -> bool {
+        self.features.birth_date.is_none()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = KeyOf> + '_ {
+        self.keys.iter().map(|k| KeyOf {
+            hash: k.hash,
+            filtered: k.kind.needs_missing_birth_date(),
+        })
+    }
+
     pub fn new(record: &InputRecord) -> Prepared {
         let features = Features::from_values(&record.values);
         let keys = block_keys(&features);
@@ -157,6 +171,25 @@ impl LinkIndex {
     /// Links every prepared record (see [`prepare_all`]): the values are not needed, so a
     /// caller can read and prepare the records a chunk at a time.
     pub fn build_prepared(config: MatchConfig, records: Vec<Prepared>) -> LinkIndex {
+        Self::build_inner(config, records, None)
+    }
+
+    /// Links a part of the store closed under its kept pairs (see `person::link_state`):
+    /// `oversized` holds the blocks too large to compare, judged by their size in the whole
+    /// store, so the part links exactly as it would within the whole.
+    pub fn build_part(
+        config: MatchConfig,
+        records: Vec<Prepared>,
+        oversized: HashSet<u64>,
+    ) -> LinkIndex {
+        Self::build_inner(config, records, Some(oversized))
+    }
+
+    fn build_inner(
+        config: MatchConfig,
+        records: Vec<Prepared>,
+        oversized: Option<HashSet<u64>>,
+    ) -> LinkIndex {
         let mut latest: HashMap<RecordRef, usize> = HashMap::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
             latest.insert(r.record.clone(), i);
@@ -172,7 +205,6 @@ impl LinkIndex {
         let mut index = LinkIndex {
             config,
             slots: Vec::with_capacity(records.len()),
-            free: Vec::new(),
             by_ref: HashMap::with_capacity(records.len()),
             blocks: HashMap::new(),
             oversized: HashSet::new(),
@@ -202,18 +234,23 @@ impl LinkIndex {
                 refused: Vec::new(),
             }));
         }
-        let keys: Vec<(u64, bool)> = index
-            .slots
-            .iter()
-            .flatten()
-            .flat_map(|s| s.keys.iter())
-            .map(|k| (k.hash, k.kind.needs_missing_birth_date()))
-            .collect::<HashMap<_, _>>()
-            .into_iter()
-            .collect();
-        for (hash, filtered) in keys {
-            if index.block_size_pairs(hash, filtered) > index.config.max_block_pairs {
-                index.oversized.insert(hash);
+        match oversized {
+            Some(given) => index.oversized = given,
+            None => {
+                let keys: Vec<(u64, bool)> = index
+                    .slots
+                    .iter()
+                    .flatten()
+                    .flat_map(|s| s.keys.iter())
+                    .map(|k| (k.hash, k.kind.needs_missing_birth_date()))
+                    .collect::<HashMap<_, _>>()
+                    .into_iter()
+                    .collect();
+                for (hash, filtered) in keys {
+                    if index.block_size_pairs(hash, filtered) > index.config.max_block_pairs {
+                        index.oversized.insert(hash);
+                    }
+                }
             }
         }
         index.score_all_blocks();
@@ -369,18 +406,6 @@ impl LinkIndex {
         }
     }
 
-    fn remove_edges_of(&mut self, id: u32) {
-        let edges = self
-            .slot_mut(id)
-            .map(|s| std::mem::take(&mut s.edges))
-            .unwrap_or_default();
-        for e in edges {
-            if let Some(other) = self.slot_mut(e.other) {
-                other.edges.retain(|x| x.other != id);
-            }
-        }
-    }
-
     fn eligible(&self, e: &Edge) -> bool {
         e.veto.is_none()
             && (e.rule.is_some() || (e.strong && e.score >= self.config.link_threshold))
@@ -457,27 +482,6 @@ impl LinkIndex {
             }
         }
         out
-    }
-
-    /// Records connected to `start` by edges that can influence clustering.
-    fn component(&self, start: u32, into: &mut BTreeSet<u32>) {
-        if self.slot(start).is_none() || !into.insert(start) {
-            return;
-        }
-        let mut stack = vec![start];
-        while let Some(id) = stack.pop() {
-            if let Some(s) = self.slot(id) {
-                for e in s
-                    .edges
-                    .iter()
-                    .filter(|e| self.eligible(e) || self.context(e))
-                {
-                    if self.slot(e.other).is_some() && into.insert(e.other) {
-                        stack.push(e.other);
-                    }
-                }
-            }
-        }
     }
 
     fn tie_key(&self, id: u32) -> (u64, Option<&RecordRef>) {
@@ -700,239 +704,6 @@ impl LinkIndex {
         None
     }
 
-    /// Applies changes and re-links the records they touch: the changed records' link-graph
-    /// components before and after, which is exactly what a full re-link would recompute.
-    pub fn apply(&mut self, changes: Vec<Change>) -> Update {
-        // Last change per record wins.
-        let mut latest: HashMap<RecordRef, usize> = HashMap::new();
-        for (i, c) in changes.iter().enumerate() {
-            let r = match c {
-                Change::Upsert(r) => &r.record,
-                Change::Removed(r) => r,
-            };
-            latest.insert(r.clone(), i);
-        }
-        struct Planned {
-            record: RecordRef,
-            existing: Option<u32>,
-            new: Option<(SourceKind, Features, Vec<BlockKey>)>,
-        }
-        let mut planned: Vec<Planned> = Vec::new();
-        for (i, c) in changes.into_iter().enumerate() {
-            let (record, new) = match c {
-                Change::Upsert(r) => {
-                    let f = Features::from_values(&r.values);
-                    let k = block_keys(&f);
-                    (r.record, Some((r.kind, f, k)))
-                }
-                Change::Removed(r) => (r, None),
-            };
-            if latest.get(&record) != Some(&i) {
-                continue;
-            }
-            let existing = self.by_ref.get(&record).copied();
-            planned.push(Planned {
-                record,
-                existing,
-                new,
-            });
-        }
-        planned.sort_by(|a, b| a.record.cmp(&b.record));
-
-        // Blocks whose size crosses the cap: all their members are compared again.
-        let mut delta: HashMap<u64, (bool, i64, i64)> = HashMap::new();
-        for p in &planned {
-            if let Some(s) = p.existing.and_then(|id| self.slot(id)) {
-                let lacks = i64::from(s.features.birth_date.is_none());
-                for k in &s.keys {
-                    let d =
-                        delta
-                            .entry(k.hash)
-                            .or_insert((k.kind.needs_missing_birth_date(), 0, 0));
-                    d.1 -= 1;
-                    d.2 -= lacks;
-                }
-            }
-            if let Some((_, f, keys)) = &p.new {
-                let lacks = i64::from(f.birth_date.is_none());
-                for k in keys {
-                    let d =
-                        delta
-                            .entry(k.hash)
-                            .or_insert((k.kind.needs_missing_birth_date(), 0, 0));
-                    d.1 += 1;
-                    d.2 += lacks;
-                }
-            }
-        }
-        let mut flips: Vec<(u64, bool)> = Vec::new();
-        let mut rescore: BTreeSet<u32> = planned.iter().filter_map(|p| p.existing).collect();
-        for (hash, (filtered, dn, dp)) in &delta {
-            let members = self.blocks.get(hash).map_or(&[][..], Vec::as_slice);
-            let probes = members
-                .iter()
-                .filter(|m| {
-                    self.slot(**m)
-                        .is_some_and(|s| s.features.birth_date.is_none())
-                })
-                .count() as i64;
-            let n_after = (members.len() as i64 + dn).max(0) as u64;
-            let p_after = (probes + dp).max(0) as u64;
-            let over_after = block_pairs(*filtered, n_after, p_after) > self.config.max_block_pairs;
-            if over_after != self.oversized.contains(hash) {
-                flips.push((*hash, over_after));
-                rescore.extend(members.iter().copied());
-            }
-        }
-
-        // Components before the change.
-        let mut affected: BTreeSet<u32> = BTreeSet::new();
-        for &id in &rescore {
-            self.component(id, &mut affected);
-        }
-        let mut affected_refs: BTreeSet<RecordRef> = affected
-            .iter()
-            .filter_map(|id| self.record_of(*id).cloned())
-            .collect();
-        for &id in &rescore {
-            self.remove_edges_of(id);
-        }
-
-        // Apply the changes.
-        for p in planned {
-            affected_refs.insert(p.record.clone());
-            if let Some(id) = p.existing {
-                self.unblock(id);
-            }
-            match (p.existing, p.new) {
-                (Some(id), Some((kind, features, keys))) => {
-                    self.block(id, &keys);
-                    if let Some(s) = self.slot_mut(id) {
-                        s.kind = kind;
-                        s.features = features;
-                        s.keys = keys;
-                    }
-                }
-                (None, Some((kind, features, keys))) => {
-                    let id = self.free.pop().unwrap_or(self.slots.len() as u32);
-                    let slot = Slot {
-                        order: order_of(&p.record),
-                        record: p.record.clone(),
-                        kind,
-                        features,
-                        keys,
-                        edges: Vec::new(),
-                        cluster: id,
-                        link: None,
-                        refused: Vec::new(),
-                    };
-                    let keys = slot.keys.clone();
-                    if (id as usize) < self.slots.len() {
-                        self.slots[id as usize] = Some(slot);
-                    } else {
-                        self.slots.push(Some(slot));
-                    }
-                    self.block(id, &keys);
-                    self.by_ref.insert(p.record, id);
-                    rescore.insert(id);
-                }
-                (Some(id), None) => {
-                    self.slots[id as usize] = None;
-                    self.free.push(id);
-                    self.by_ref.remove(&p.record);
-                    rescore.remove(&id);
-                }
-                (None, None) => {}
-            }
-        }
-        for (hash, over) in flips {
-            if over {
-                self.oversized.insert(hash);
-            } else {
-                self.oversized.remove(&hash);
-            }
-        }
-
-        // Compare the re-scored records with their blocks.
-        let mut compared = 0u64;
-        let mut new_edges: Vec<(u32, Edge)> = Vec::new();
-        for &r in &rescore {
-            let Some(s) = self.slot(r) else { continue };
-            for key in &s.keys {
-                if self.oversized.contains(&key.hash) {
-                    continue;
-                }
-                let members = self.blocks.get(&key.hash).map_or(&[][..], Vec::as_slice);
-                for &m in members {
-                    if m == r || (m < r && rescore.contains(&m)) {
-                        continue;
-                    }
-                    if let Some(edge) = self.compare_under(key.hash, r, m) {
-                        compared += 1;
-                        if let Some(e) = edge {
-                            new_edges.push((r, e));
-                        }
-                    }
-                }
-            }
-        }
-        for (a, e) in new_edges {
-            self.add_edge(a, e);
-        }
-
-        // Components after the change, then re-cluster the union.
-        let mut after: BTreeSet<u32> = BTreeSet::new();
-        for &id in &rescore {
-            self.component(id, &mut after);
-        }
-        affected.extend(after);
-        let affected_live: Vec<u32> = affected
-            .iter()
-            .copied()
-            .filter(|id| self.slot(*id).is_some())
-            .collect();
-        for id in &affected_live {
-            if let Some(r) = self.record_of(*id) {
-                affected_refs.insert(r.clone());
-            }
-        }
-        self.recluster(&affected_live);
-        self.compared_pairs = compared;
-
-        let anchors: BTreeSet<u32> = affected_live
-            .iter()
-            .filter_map(|id| self.slot(*id).map(|s| s.cluster))
-            .collect();
-        let member_set: HashSet<u32> = affected_live.iter().copied().collect();
-        let clusters = self.clusters_of(&anchors);
-        let review = self.review_pairs(|a, b| member_set.contains(&a) || member_set.contains(&b));
-        Update {
-            affected: affected_refs.into_iter().collect(),
-            clusters,
-            review,
-            rescored: rescore.len(),
-            compared_pairs: compared,
-        }
-    }
-
-    fn block(&mut self, id: u32, keys: &[BlockKey]) {
-        for k in keys {
-            self.blocks.entry(k.hash).or_default().push(id);
-        }
-    }
-
-    fn unblock(&mut self, id: u32) {
-        let keys = self.slot(id).map(|s| s.keys.clone()).unwrap_or_default();
-        for k in keys {
-            if let Some(members) = self.blocks.get_mut(&k.hash) {
-                members.retain(|m| *m != id);
-                if members.is_empty() {
-                    self.blocks.remove(&k.hash);
-                }
-            }
-        }
-    }
-
     /// Why a kept, unlinked pair is not linked.
     fn reason(&self, a: u32, e: &Edge) -> NotLinked {
         if let Some(r) = self
@@ -957,31 +728,6 @@ impl LinkIndex {
             score: e.score,
             reason: self.reason(a, e),
         })
-    }
-
-    fn clusters_of(&self, anchors: &BTreeSet<u32>) -> Vec<Cluster> {
-        let mut members: HashMap<u32, Vec<u32>> = HashMap::new();
-        let wanted: HashSet<u32> = anchors.iter().copied().collect();
-        // Members of the wanted clusters: the anchors' components hold them all.
-        let mut seen = BTreeSet::new();
-        for &a in anchors {
-            if !seen.contains(&a) {
-                self.component(a, &mut seen);
-            }
-        }
-        for id in seen {
-            if let Some(s) = self.slot(id)
-                && wanted.contains(&s.cluster)
-            {
-                members.entry(s.cluster).or_default().push(id);
-            }
-        }
-        let mut out: Vec<Cluster> = members
-            .into_values()
-            .map(|ids| self.cluster_view(ids))
-            .collect();
-        out.sort_by(|a, b| a.members[0].record.cmp(&b.members[0].record));
-        out
     }
 
     fn cluster_view(&self, mut ids: Vec<u32>) -> Cluster {
@@ -1102,6 +848,40 @@ impl LinkIndex {
                 .map(|s| s.edges.len())
                 .sum::<usize>()
                 / 2,
+        }
+    }
+
+    /// Every record with its slot number, in record order.
+    pub fn records(&self) -> impl Iterator<Item = (u32, &RecordRef)> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(id, s)| s.as_ref().map(|s| (id as u32, &s.record)))
+    }
+
+    /// Whether a record lacks a birth date, and its blocking keys.
+    pub fn keys_of(&self, id: u32) -> Option<(bool, Vec<KeyOf>)> {
+        let s = self.slot(id)?;
+        Some((
+            s.features.birth_date.is_none(),
+            s.keys
+                .iter()
+                .map(|k| KeyOf {
+                    hash: k.hash,
+                    filtered: k.kind.needs_missing_birth_date(),
+                })
+                .collect(),
+        ))
+    }
+
+    /// Every kept pair, once, as slot numbers: `strong` when clustering reads it (it joins
+    /// the two records' link-graph components).
+    pub fn kept_pairs(&self, mut visit: impl FnMut(u32, u32, bool)) {
+        for (a, s) in self.slots.iter().enumerate() {
+            let Some(s) = s else { continue };
+            for e in s.edges.iter().filter(|e| e.other > a as u32) {
+                visit(a as u32, e.other, self.eligible(e) || self.context(e));
+            }
         }
     }
 

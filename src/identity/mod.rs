@@ -59,7 +59,7 @@ mod index;
 mod normalise;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use chrono::NaiveDate;
 
@@ -69,7 +69,7 @@ use crate::source::kind::SourceKind;
 pub use compare::{FamilyLevel, FieldScore, GivenLevel, PairComparison, Weights};
 pub use eval::{Evaluation, evaluate};
 pub use ids::{PersonId, assign_person_ids};
-pub use index::{Change, LinkIndex, LinkStats, Prepared, Update, prepare_all, resolve};
+pub use index::{BlockSize, KeyOf, LinkIndex, LinkStats, Prepared, prepare_all, resolve};
 
 /// One source record: the configured source name and its key (`source_record.external_id`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

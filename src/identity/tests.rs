@@ -9,13 +9,13 @@ use crate::model::{Field, Value};
 use crate::sim::{SimOptions, SimState};
 use crate::transform::compile_dir;
 
-struct Dataset {
-    records: Vec<InputRecord>,
-    truth: HashMap<RecordRef, u64>,
+pub(crate) struct Dataset {
+    pub records: Vec<InputRecord>,
+    pub truth: HashMap<RecordRef, u64>,
 }
 
 /// Every record of a simulated population, mapped to canonical values, with who is who.
-fn dataset(people: usize, seed: u64) -> Dataset {
+pub(crate) fn dataset(people: usize, seed: u64) -> Dataset {
     let state = SimState::generate(SimOptions {
         people,
         seed,
@@ -116,87 +116,6 @@ fn sorted_clusters(res: &Resolution) -> Vec<Vec<RecordRef>> {
         .iter()
         .map(|c| c.records().cloned().collect())
         .collect()
-}
-
-#[test]
-fn incremental_update_equals_full_relink_and_stays_local() {
-    let data = dataset(2000, 11);
-    let config = MatchConfig::default();
-    let total = data.records.len();
-    let mut records = data.records;
-    // Hold back five records, to add later.
-    let held: Vec<InputRecord> = records.split_off(total - 5);
-    let mut index = LinkIndex::build(config.clone(), records.clone());
-
-    // Ten changes: 5 additions, 3 edits (a name, a birth date removed, an email), 2 removals.
-    let mut changes: Vec<Change> = held.iter().cloned().map(Change::Upsert).collect();
-    let mut edited = Vec::new();
-    for (i, pick) in [10usize, 200, 400].into_iter().enumerate() {
-        let mut r = records[pick].clone();
-        match i {
-            0 => {
-                r.values
-                    .insert(Field::GivenName, Value::Text("Bartholomew".into()));
-            }
-            1 => {
-                r.values.remove(Field::BirthDate);
-            }
-            _ => {
-                r.values
-                    .insert(Field::Email, Value::Text("changed@example.co.uk".into()));
-            }
-        }
-        edited.push(r.clone());
-        changes.push(Change::Upsert(r));
-    }
-    let removed = [records[600].record.clone(), records[800].record.clone()];
-    changes.extend(removed.iter().cloned().map(Change::Removed));
-    let update = index.apply(changes);
-
-    // The same records, linked from scratch.
-    let mut final_records: Vec<InputRecord> = records
-        .into_iter()
-        .filter(|r| !removed.contains(&r.record))
-        .map(|r| {
-            edited
-                .iter()
-                .find(|e| e.record == r.record)
-                .cloned()
-                .unwrap_or(r)
-        })
-        .collect();
-    final_records.extend(held);
-    let full = resolve(&config, final_records);
-    let incremental = index.resolution();
-    let (inc, fresh) = (sorted_clusters(&incremental), sorted_clusters(&full));
-    let differing = inc.iter().filter(|c| !fresh.contains(c)).count();
-    assert_eq!(differing, 0, "clusters differing from a full re-link");
-    assert_eq!(inc.len(), fresh.len());
-    assert!(
-        incremental.clusters == full.clusters,
-        "links or runners-up differ"
-    );
-    assert!(incremental.review == full.review, "review pairs differ");
-
-    println!(
-        "incremental: affected {} of {} records, rescored {}, compared {} pairs (full: {})",
-        update.affected.len(),
-        total,
-        update.rescored,
-        update.compared_pairs,
-        full.stats.compared_pairs
-    );
-    assert!(update.rescored <= 10, "rescored {}", update.rescored);
-    assert!(
-        update.affected.len() <= 60,
-        "affected {}",
-        update.affected.len()
-    );
-    assert!(update.compared_pairs * 50 < full.stats.compared_pairs);
-    // The update's clusters are the full result's clusters of the affected records.
-    for c in &update.clusters {
-        assert!(full.clusters.contains(c));
-    }
 }
 
 fn values(fields: &[(Field, &str)]) -> crate::model::CanonicalValues {

@@ -1,10 +1,10 @@
 //! Linking on the store: reads the queue of changed records, resolves identities, and writes
 //! only what changed — links, the persons they touch, review pairs and runners-up.
 //!
-//! A process builds the link index once from the stored canonical records (everything is
-//! linked then, and compared with the stored links); after that, the same process applies
-//! only the queued changes (the daemon), so a sync that changed ten records re-links only
-//! what they touch.
+//! The first link, a large change or new matching settings link every record at once (in
+//! memory) and store the linking state; otherwise only the queued records' neighbourhood is
+//! re-linked from that stored state (see [`super::link_state`]), so a sync that changed ten
+//! records re-links only what they touch, in whatever process runs it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
@@ -12,6 +12,7 @@ use std::time::Instant;
 use anyhow::Result;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::link_state;
 use super::materialize::{
     Materialized, PersonRows, choose_rows, load_all_overrides, load_observations, load_overrides,
     values_from_json, write_rows,
@@ -19,7 +20,7 @@ use super::materialize::{
 use super::scan::{Read, for_each_person};
 use super::survivorship::Policy;
 use crate::identity::{
-    Candidate, Change, Cluster, InputRecord, LinkIndex, MatchConfig, PersonId, Prepared, RecordRef,
+    Candidate, Cluster, InputRecord, LinkIndex, MatchConfig, PersonId, Prepared, RecordRef,
     assign_person_ids, prepare_all,
 };
 use crate::source::kind::SourceKind;
@@ -29,6 +30,9 @@ use crate::store::now_rfc3339;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct LinkOutcome {
     pub queued: usize,
+    /// Every record was linked (first link, a large change, new settings); otherwise only
+    /// the changed records' neighbourhood.
+    pub full: bool,
     pub records_linked: usize,
     pub links_written: usize,
     pub links_removed: usize,
@@ -37,20 +41,19 @@ pub struct LinkOutcome {
     pub millis: u128,
 }
 
-/// The link index of this process, built on first use.
+/// Links the queued records with the store's matching and survivorship settings.
 pub struct Linker {
     config: MatchConfig,
     policy: Policy,
-    index: Option<LinkIndex>,
 }
+
+/// A queue holding more than 1/this of the stored records is linked in full: past that, one
+/// pass over everything is cheaper than reading neighbourhoods record by record.
+const FULL_LINK_SHARE: u64 = 20;
 
 impl Linker {
     pub fn new(config: MatchConfig, policy: Policy) -> Linker {
-        Linker {
-            config,
-            policy,
-            index: None,
-        }
+        Linker { config, policy }
     }
 
     /// Links what the queue holds, in one transaction.
@@ -75,8 +78,11 @@ impl Linker {
             queued: queue.len(),
             ..LinkOutcome::default()
         };
-        let (clusters, review, scope) = match self.index.as_mut() {
-            None => {
+        let stored = link_state::current(&tx, &self.config)?;
+        let in_full = stored.is_none_or(|n| queue.len() as u64 * FULL_LINK_SHARE > n);
+        outcome.full = in_full;
+        let (clusters, review, scope) = match in_full {
+            true => {
                 let records = prepare_live(&tx)?;
                 let loaded_ms = started.elapsed().as_millis() as u64;
                 outcome.records_linked = records.len();
@@ -98,26 +104,29 @@ impl Linker {
                     resolved_ms = started.elapsed().as_millis() as u64,
                     "link index built"
                 );
-                self.index = Some(index);
+                link_state::save_full(&tx, &index, &self.config)?;
+                tracing::debug!(
+                    saved_ms = started.elapsed().as_millis() as u64,
+                    "link state saved"
+                );
                 (resolution.clusters, resolution.review, Scope::All)
             }
-            Some(index) => {
-                let live = load_live(&tx, &queue)?;
-                let live_refs: HashSet<RecordRef> = live.iter().map(|r| r.record.clone()).collect();
-                let mut changes: Vec<Change> = live.into_iter().map(Change::Upsert).collect();
-                changes.extend(
-                    queue
-                        .iter()
-                        .filter(|r| !live_refs.contains(r))
-                        .cloned()
-                        .map(Change::Removed),
-                );
-                let update = index.apply(changes);
-                outcome.records_linked = update.affected.len();
+            false => {
+                let prepare = |refs: &[RecordRef]| -> Result<Vec<Prepared>> {
+                    Ok(load_live(&tx, refs)?.iter().map(Prepared::new).collect())
+                };
+                let relinked = link_state::relink_neighbourhood(
+                    &tx,
+                    &self.config,
+                    &queue,
+                    prepare(&queue)?,
+                    prepare,
+                )?;
+                outcome.records_linked = relinked.affected.len();
                 (
-                    update.clusters,
-                    update.review,
-                    Scope::Records(update.affected),
+                    relinked.clusters,
+                    relinked.review,
+                    Scope::Records(relinked.affected),
                 )
             }
         };

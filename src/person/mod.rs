@@ -2,6 +2,7 @@
 //! (survivorship), operator overrides, and writing the person tables.
 
 pub mod link;
+pub mod link_state;
 pub mod materialize;
 pub mod scan;
 pub mod survivorship;

@@ -22,6 +22,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!("../../schema/0004_operations.sql")),
         M::up(include_str!("../../schema/0005_performance.sql")),
         M::up(include_str!("../../schema/0006_compact_provenance.sql")),
+        M::up(include_str!("../../schema/0007_link_state.sql")),
     ])
 });
 

@@ -9,8 +9,8 @@ pub mod paginate;
 pub mod progress;
 pub mod report;
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -93,11 +93,8 @@ pub struct Pipeline {
     pub writer: Writer,
     budgets: Budgets,
     mappings: mapping::Mappings,
-    linker: Arc<Mutex<Linker>>,
     /// Set to stop: scans end before their next page is stored, and linking is skipped.
     stop: Arc<AtomicBool>,
-    /// The last `erasure_log` id the link index has seen (`caresync forget` in another process).
-    erasures_seen: Arc<AtomicI64>,
 }
 
 /// What one run did: each source's extraction, then linking.
@@ -110,7 +107,6 @@ pub struct RunReport {
 impl Pipeline {
     /// Compiles the mappings (a broken mapping file stops here, before any request).
     pub fn new(config: Config, store: &Store) -> Result<Pipeline> {
-        let (config_match, config_policy) = (config.matching.clone(), config.survivorship.clone());
         let mappings = match &config.mappings_dir {
             Some(dir) => mapping::Mappings::from_dir(dir)?,
             None => mapping::Mappings::builtin()?,
@@ -119,10 +115,8 @@ impl Pipeline {
             config,
             writer: store.writer.clone(),
             budgets: Budgets::default(),
-            linker: Arc::new(Mutex::new(Linker::new(config_match, config_policy))),
             mappings,
             stop: Arc::default(),
-            erasures_seen: Arc::default(),
         })
     }
 
@@ -173,23 +167,13 @@ impl Pipeline {
 
     /// Links the records whose canonical form changed since the last link (the queue).
     pub async fn link(&self) -> Result<LinkOutcome, String> {
-        let (linker, seen) = (self.linker.clone(), self.erasures_seen.clone());
-        let (matching, policy) = (
+        let mut linker = Linker::new(
             self.config.matching.clone(),
             self.config.survivorship.clone(),
         );
         let outcome = self
             .writer
-            .call(move |conn| {
-                let mut linker = linker.lock().unwrap_or_else(|p| p.into_inner());
-                // After `caresync forget`, the in-memory index may hold erased records: rebuild
-                // it from the store rather than link (and so restore) them.
-                let erasures = crate::daemon::erasure::generation(conn)?;
-                if seen.swap(erasures, Ordering::SeqCst) != erasures {
-                    *linker = Linker::new(matching, policy);
-                }
-                linker.link_pending(conn)
-            })
+            .call(move |conn| linker.link_pending(conn))
             .await
             .map_err(|e| format!("{e:#}"))?;
         if outcome.queued > 0 {

@@ -75,7 +75,12 @@ pub fn summary_table(report: &RunReport) -> String {
         Ok(l) if l.queued > 0 => {
             let _ = writeln!(
                 out,
-                "linking: {} changed records; {} records linked, {} links written, {} removed; {} persons written, {} removed ({:.2}s)",
+                "linking ({}): {} changed records; {} records linked, {} links written, {} removed; {} persons written, {} removed ({:.2}s)",
+                if l.full {
+                    "all records"
+                } else {
+                    "their neighbourhood"
+                },
                 l.queued,
                 l.records_linked,
                 l.links_written,

@@ -114,6 +114,64 @@ async fn persons_are_stable_and_follow_upstream_changes() {
     h.sims.shutdown().await;
 }
 
+/// Issue 7: a sync run by a new process that changed ten records re-links only what they
+/// touch, from the linking state the backfill stored, not the whole store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_relinks_only_the_neighbourhood_of_a_change() {
+    let h = Harness::start(options(1500), "").await;
+    assert_all_succeeded(&h.run(Mode::Backfill).await);
+    let live = h.count("SELECT count(*) FROM canonical_record");
+    let built: String = h
+        .db()
+        .query_row("SELECT built_at FROM link_state", [], |r| r.get(0))
+        .unwrap();
+    let state = h.sims.state();
+    let keys = state.keys(SourceKind::CarehqServiceUsers);
+    for (i, key) in keys.iter().take(8).enumerate() {
+        assert!(state.update_field(
+            SourceKind::CarehqServiceUsers,
+            key,
+            "preferred_name",
+            serde_json::json!(format!("Nickname{i}"))
+        ));
+    }
+    assert!(state.delete(SourceKind::CarehqServiceUsers, &keys[20]));
+    state.insert_new(SourceKind::CarehqServiceUsers, 1);
+
+    let (ok, stdout, stderr) = h.cli(&["sync"]);
+    assert!(ok, "sync failed: {stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("linking"))
+        .unwrap_or_else(|| panic!("no linking line in {stdout}"));
+    assert!(
+        line.starts_with("linking (their neighbourhood): 10 changed records;"),
+        "{line}"
+    );
+    let linked: i64 = line
+        .split("; ")
+        .nth(1)
+        .and_then(|part| part.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {line}"));
+    assert!(
+        (10..live / 20).contains(&linked),
+        "{linked} of {live} records re-linked: {line}"
+    );
+    let rebuilt: String = h
+        .db()
+        .query_row("SELECT built_at FROM link_state", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rebuilt, built, "the stored state was updated, not rebuilt");
+    assert_eq!(h.count("SELECT count(*) FROM relink_queue"), 0);
+    assert_eq!(
+        h.count("SELECT count(*) FROM link_record"),
+        h.count("SELECT count(*) FROM person_link"),
+        "every linked record is in the linking state"
+    );
+    h.sims.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_override_wins_and_is_explained() {
     let h = Harness::start(options(300), "").await;
