@@ -4,7 +4,7 @@
 //! function of one person's records, and their cost is parsing and survivorship, which this
 //! spreads over the cores while the calling thread reads (and writes) SQLite.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Mutex, mpsc};
 
 use anyhow::Result;
@@ -80,6 +80,9 @@ where
     W: Fn(i64, Vec<LinkedRecord>) -> T + Sync,
     S: FnMut(i64, T) -> Result<()>,
 {
+    // A canonical row's content hash is its stored record's (both change in one write), so
+    // the live hash is read from it; the few records deleted upstream come from a partial
+    // index. Reading source_record itself would visit a row of kilobytes per link.
     let sql = match read {
         Read::CanonicalOnly => {
             "SELECT l.person_id, l.source, l.external_id, l.kind, c.values_json, c.mapped_at, NULL
@@ -89,12 +92,21 @@ where
         }
         Read::WithLiveHash => {
             "SELECT l.person_id, l.source, l.external_id, l.kind, c.values_json, c.mapped_at,
-                    CASE WHEN s.deleted_at IS NULL THEN s.content_hash END
+                    c.content_hash
              FROM person_link l
              LEFT JOIN canonical_record c ON c.source = l.source AND c.external_id = l.external_id
-             LEFT JOIN source_record s ON s.source = l.source AND s.external_id = l.external_id
              ORDER BY l.person_id, l.source, l.external_id"
         }
+    };
+    let deleted: HashSet<(String, String)> = match read {
+        Read::CanonicalOnly => HashSet::new(),
+        Read::WithLiveHash => conn
+            .prepare(
+                "SELECT source, external_id FROM source_record INDEXED BY source_record_deleted
+                 WHERE deleted_at IS NOT NULL",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?,
     };
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (to_workers, from_reader) = mpsc::sync_channel::<(usize, Batch)>(workers * 2);
@@ -129,7 +141,7 @@ where
                 if only.is_some_and(|o| !o.contains(&person)) {
                     continue;
                 }
-                let link = RawLink {
+                let mut link = RawLink {
                     source: r.get(1)?,
                     external_id: r.get(2)?,
                     kind: r.get(3)?,
@@ -137,6 +149,11 @@ where
                     mapped_at: r.get(5)?,
                     live_hash: r.get(6)?,
                 };
+                if !deleted.is_empty()
+                    && deleted.contains(&(link.source.clone(), link.external_id.clone()))
+                {
+                    link.live_hash = None;
+                }
                 match batch.last_mut() {
                     Some((p, links)) if *p == person => links.push(link),
                     _ => {
@@ -298,6 +315,56 @@ mod tests {
     }
 
     /// An error from the sink stops the pass and is returned; nothing after it is handed on.
+    /// The live hash is the stored record's content hash, and none once the record is
+    /// deleted upstream (what `plan` must not write to).
+    #[test]
+    fn the_live_hash_is_absent_for_records_deleted_upstream() {
+        let (_dir, conn) = store(3);
+        for (id, deleted) in [("p1r0", None), ("p1r1", Some("t")), ("p2r0", None)] {
+            conn.execute(
+                "INSERT INTO source_record (source, external_id, kind, payload, content_hash, first_seen_at, last_seen_at, changed_at, seen_scan, deleted_at)
+                 VALUES ('homes', ?1, 'carehq_service_users', '{}', 'h', 't', 't', 't', 1, ?2)",
+                rusqlite::params![id, deleted],
+            )
+            .unwrap();
+        }
+        let mut hashes: Vec<(String, Option<String>)> = Vec::new();
+        for_each_person(
+            &conn,
+            Read::WithLiveHash,
+            None,
+            |_, links| {
+                links
+                    .into_iter()
+                    .map(|l| (l.external_id, l.live_hash))
+                    .collect::<Vec<_>>()
+            },
+            |_, found| {
+                hashes.extend(found);
+                Ok(())
+            },
+        )
+        .unwrap();
+        let live = |id: &str| hashes.iter().find(|h| h.0 == id).unwrap().1.clone();
+        assert_eq!(live("p1r0").as_deref(), Some("h"));
+        assert_eq!(live("p1r1"), None, "deleted upstream");
+        assert_eq!(live("p2r0").as_deref(), Some("h"));
+        // Only asked for: materialising reads no hash.
+        let mut any = false;
+        for_each_person(
+            &conn,
+            Read::CanonicalOnly,
+            None,
+            |_, links| links.iter().any(|l| l.live_hash.is_some()),
+            |_, found| {
+                any |= found;
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert!(!any);
+    }
+
     #[test]
     fn a_sink_error_stops_the_pass() {
         let n = PERSONS_PER_BATCH as i64 * 4;

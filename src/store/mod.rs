@@ -23,6 +23,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!("../../schema/0005_performance.sql")),
         M::up(include_str!("../../schema/0006_compact_provenance.sql")),
         M::up(include_str!("../../schema/0007_link_state.sql")),
+        M::up(include_str!("../../schema/0008_deleted_records.sql")),
     ])
 });
 
