@@ -62,7 +62,6 @@ struct Slot {
 pub struct LinkIndex {
     config: MatchConfig,
     slots: Vec<Option<Slot>>,
-    by_ref: HashMap<RecordRef, u32>,
     blocks: HashMap<u64, Vec<u32>>,
     oversized: HashSet<u64>,
     compared_pairs: u64,
@@ -190,22 +189,14 @@ impl LinkIndex {
         records: Vec<Prepared>,
         oversized: Option<HashSet<u64>>,
     ) -> LinkIndex {
-        let mut latest: HashMap<RecordRef, usize> = HashMap::with_capacity(records.len());
-        for (i, r) in records.iter().enumerate() {
-            latest.insert(r.record.clone(), i);
-        }
-        let mut records: Vec<Prepared> = records
-            .into_iter()
-            .enumerate()
-            .filter(|(i, r)| latest.get(&r.record) == Some(i))
-            .map(|(_, r)| r)
-            .collect();
-        drop(latest);
+        // In record order; of a record given twice, the last.
+        let mut records: Vec<Prepared> = records;
+        records.reverse();
         records.sort_by(|a, b| a.record.cmp(&b.record));
+        records.dedup_by(|later, earlier| later.record == earlier.record);
         let mut index = LinkIndex {
             config,
             slots: Vec::with_capacity(records.len()),
-            by_ref: HashMap::with_capacity(records.len()),
             blocks: HashMap::new(),
             oversized: HashSet::new(),
             compared_pairs: 0,
@@ -221,7 +212,6 @@ impl LinkIndex {
             for k in &keys {
                 index.blocks.entry(k.hash).or_default().push(id);
             }
-            index.by_ref.insert(record.clone(), id);
             index.slots.push(Some(Slot {
                 order: order_of(&record),
                 record,
@@ -836,7 +826,7 @@ impl LinkIndex {
 
     fn stats(&self, clusters: usize) -> LinkStats {
         LinkStats {
-            records: self.by_ref.len(),
+            records: self.slots.iter().flatten().count(),
             clusters,
             blocks: self.blocks.len(),
             oversized_blocks: self.oversized.len(),

@@ -404,3 +404,35 @@ fn weak_candidates_change_no_link() {
         );
     }
 }
+
+/// A record given twice is linked once, as its last version.
+#[test]
+fn of_a_record_given_twice_the_last_version_is_linked() {
+    use Field::*;
+    let ann = [
+        (GivenName, "Ann"),
+        (FamilyName, "Lee"),
+        (BirthDate, "1950-02-03"),
+        (NhsNumber, "9434765919"),
+    ];
+    let bob = [
+        (GivenName, "Bob"),
+        (FamilyName, "Stone"),
+        (BirthDate, "1961-07-08"),
+    ];
+    let res = resolve(
+        &MatchConfig::default(),
+        vec![
+            input("a", &ann),
+            input("dup", &bob),
+            input("b", &ann),
+            input("dup", &ann),
+        ],
+    );
+    assert_eq!(res.stats.records, 3);
+    assert_eq!(
+        sorted_clusters(&res).len(),
+        1,
+        "the last version of `dup` is Ann"
+    );
+}
