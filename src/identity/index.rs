@@ -62,7 +62,7 @@ struct Slot {
 pub struct LinkIndex {
     config: MatchConfig,
     slots: Vec<Option<Slot>>,
-    blocks: HashMap<u64, Vec<u32>>,
+    blocks: Blocks,
     oversized: HashSet<u64>,
     compared_pairs: u64,
 }
@@ -197,7 +197,7 @@ impl LinkIndex {
         let mut index = LinkIndex {
             config,
             slots: Vec::with_capacity(records.len()),
-            blocks: HashMap::new(),
+            blocks: Blocks::default(),
             oversized: HashSet::new(),
             compared_pairs: 0,
         };
@@ -209,9 +209,6 @@ impl LinkIndex {
         } in records
         {
             let id = index.slots.len() as u32;
-            for k in &keys {
-                index.blocks.entry(k.hash).or_default().push(id);
-            }
             index.slots.push(Some(Slot {
                 order: order_of(&record),
                 record,
@@ -224,23 +221,19 @@ impl LinkIndex {
                 refused: Vec::new(),
             }));
         }
+        index.blocks = Blocks::build(&index.slots);
         match oversized {
             Some(given) => index.oversized = given,
             None => {
-                let keys: Vec<(u64, bool)> = index
-                    .slots
+                let oversized: HashSet<u64> = index
+                    .blocks
                     .iter()
-                    .flatten()
-                    .flat_map(|s| s.keys.iter())
-                    .map(|k| (k.hash, k.kind.needs_missing_birth_date()))
-                    .collect::<HashMap<_, _>>()
-                    .into_iter()
+                    .filter(|(key, members)| {
+                        index.block_size(*key, members).oversized(&index.config)
+                    })
+                    .map(|(key, _)| key.hash)
                     .collect();
-                for (hash, filtered) in keys {
-                    if index.block_size_pairs(hash, filtered) > index.config.max_block_pairs {
-                        index.oversized.insert(hash);
-                    }
-                }
+                index.oversized = oversized;
             }
         }
         index.score_all_blocks();
@@ -257,16 +250,18 @@ impl LinkIndex {
         self.slots.get_mut(id as usize).and_then(Option::as_mut)
     }
 
-    fn block_size_pairs(&self, hash: u64, filtered: bool) -> u64 {
-        let members = self.blocks.get(&hash).map_or(&[][..], Vec::as_slice);
-        let probes = members
-            .iter()
-            .filter(|m| {
-                self.slot(**m)
-                    .is_some_and(|s| s.features.birth_date.is_none())
-            })
-            .count();
-        block_pairs(filtered, members.len() as u64, probes as u64)
+    fn block_size(&self, key: BlockKey, members: &[u32]) -> BlockSize {
+        BlockSize {
+            members: members.len() as u64,
+            lacking_birth_date: members
+                .iter()
+                .filter(|m| {
+                    self.slot(**m)
+                        .is_some_and(|s| s.features.birth_date.is_none())
+                })
+                .count() as u64,
+            filtered: key.kind.needs_missing_birth_date(),
+        }
     }
 
     /// The key a pair is compared under: the smallest shared key whose block is not oversized
@@ -344,22 +339,11 @@ impl LinkIndex {
     }
 
     fn score_all_blocks(&mut self) {
-        let mut work: Vec<(BlockKey, &[u32])> = Vec::new();
-        let mut kinds: HashMap<u64, BlockKey> = HashMap::new();
-        for s in self.slots.iter().flatten() {
-            for k in &s.keys {
-                kinds.entry(k.hash).or_insert(*k);
-            }
-        }
-        for (hash, members) in &self.blocks {
-            if members.len() > 1
-                && !self.oversized.contains(hash)
-                && let Some(k) = kinds.get(hash)
-            {
-                work.push((*k, members.as_slice()));
-            }
-        }
-        work.sort_unstable_by_key(|(k, _)| k.hash);
+        let work: Vec<(BlockKey, &[u32])> = self
+            .blocks
+            .iter()
+            .filter(|(key, members)| members.len() > 1 && !self.oversized.contains(&key.hash))
+            .collect();
         let this = &*self;
         let results = parallel_map(&work, |(key, members)| {
             let mut edges = Vec::new();
@@ -828,7 +812,7 @@ impl LinkIndex {
         LinkStats {
             records: self.slots.iter().flatten().count(),
             clusters,
-            blocks: self.blocks.len(),
+            blocks: self.blocks.keys.len(),
             oversized_blocks: self.oversized.len(),
             compared_pairs: self.compared_pairs,
             kept_pairs: self
@@ -889,6 +873,53 @@ impl LinkIndex {
 
     pub fn config(&self) -> &MatchConfig {
         &self.config
+    }
+}
+
+/// Every block, in key order, in one flat list: block `i` is `keys[i]`, its members (in slot
+/// order) `members[starts[i]..starts[i + 1]]`. Built once, by sorting, after the slots.
+#[derive(Default)]
+struct Blocks {
+    keys: Vec<BlockKey>,
+    starts: Vec<u32>,
+    members: Vec<u32>,
+}
+
+impl Blocks {
+    fn build(slots: &[Option<Slot>]) -> Blocks {
+        let mut entries: Vec<(u64, u32)> =
+            Vec::with_capacity(slots.iter().flatten().map(|s| s.keys.len()).sum());
+        for (id, slot) in slots.iter().enumerate() {
+            if let Some(s) = slot {
+                entries.extend(s.keys.iter().map(|k| (k.hash, id as u32)));
+            }
+        }
+        entries.sort_unstable();
+        let mut blocks = Blocks {
+            members: Vec::with_capacity(entries.len()),
+            ..Blocks::default()
+        };
+        for (hash, id) in entries {
+            if blocks.keys.last().is_none_or(|k| k.hash != hash) {
+                let key = slots[id as usize]
+                    .as_ref()
+                    .and_then(|s| s.keys.iter().find(|k| k.hash == hash));
+                if let Some(key) = key {
+                    blocks.keys.push(*key);
+                    blocks.starts.push(blocks.members.len() as u32);
+                }
+            }
+            blocks.members.push(id);
+        }
+        blocks.starts.push(blocks.members.len() as u32);
+        blocks
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (BlockKey, &[u32])> + '_ {
+        self.keys.iter().enumerate().map(|(i, key)| {
+            let range = self.starts[i] as usize..self.starts[i + 1] as usize;
+            (*key, &self.members[range])
+        })
     }
 }
 
