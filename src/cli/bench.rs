@@ -15,7 +15,7 @@ use crate::source::http::HttpClient;
 use crate::source::kind::SourceKind;
 use crate::source::ratelimit::RateLimiter;
 use crate::source::{Paging, Position, Scope, api_for};
-use crate::store::{Checkpoint, PageWrite, Store, StoredRecord};
+use crate::store::{CanonicalForm, Checkpoint, PageWrite, Store, StoredRecord};
 use crate::sync::mapping::map_payload;
 use crate::sync::progress::Progress;
 use crate::sync::{Mode, Pipeline, RunOptions, RunReport, RunStatus, SourceOutcome};
@@ -392,7 +392,8 @@ async fn stage_limits(
                             let mut page = apis[*i].parse_page(body).ok()?;
                             if let Some(m) = &kind_mappings[*i] {
                                 for r in &mut page.records {
-                                    r.canonical = Some(map_payload(&m.mapping, &r.payload));
+                                    r.canonical =
+                                        CanonicalForm::Mapped(map_payload(&m.mapping, &r.payload));
                                 }
                             }
                             Some((*i, page.records))
@@ -422,7 +423,7 @@ async fn stage_limits(
             let raw = page
                 .iter()
                 .map(|r| StoredRecord {
-                    canonical: None,
+                    canonical: CanonicalForm::NoMapping,
                     ..r.clone()
                 })
                 .collect();
@@ -490,7 +491,7 @@ async fn store_pages(
                     kind: source.kind.as_str(),
                     scan_id: 1,
                     records: page,
-                    mapping_hash: kind_mappings[i].as_ref().map(|m| m.hash.clone()),
+                    mapping: kind_mappings[i].clone(),
                     checkpoint: Some(Checkpoint {
                         scan_id: 1,
                         next_position: None,

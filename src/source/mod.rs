@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::config::{Config, SourceConfig};
-use crate::store::StoredRecord;
+use crate::store::{CanonicalForm, StoredRecord};
 use crate::sync::mapping::{KindMapping, Mappings, map_payload};
 use http::{HttpClient, Params, RequestSpec};
 use kind::SourceKind;
@@ -173,7 +173,8 @@ impl Source {
             let mut page = parse(api.as_ref(), &body)?;
             if let Some(m) = &mapping {
                 for record in &mut page.records {
-                    record.canonical = Some(map_payload(&m.mapping, &record.payload));
+                    record.canonical =
+                        CanonicalForm::Mapped(map_payload(&m.mapping, &record.payload));
                 }
             }
             Ok(page)
@@ -277,7 +278,7 @@ pub fn keyed_records(
             external_id,
             payload,
             content_hash,
-            canonical: None,
+            canonical: CanonicalForm::NoMapping,
         });
     }
     (records, problems)

@@ -289,7 +289,7 @@ async fn run_source(
         bar: bar.clone(),
         shift: ShiftWatch::default(),
         hold_watermark: false,
-        mapping_hash: source.mapping.as_ref().map(|m| m.hash.clone()),
+        mapping: source.mapping.clone(),
         stop: stop.clone(),
     };
     let scanned = scan_source(&source, &plan, concurrency, &mut sink).await;
@@ -387,7 +387,7 @@ struct StoreSink {
     bar: SourceProgress,
     shift: ShiftWatch,
     hold_watermark: bool,
-    mapping_hash: Option<Arc<str>>,
+    mapping: Option<mapping::KindMapping>,
     stop: Arc<AtomicBool>,
 }
 
@@ -603,7 +603,7 @@ async fn fetch_and_store(
                 kind: sink.kind,
                 scan_id: sink.scan_id,
                 records,
-                mapping_hash: sink.mapping_hash.clone(),
+                mapping: sink.mapping.clone(),
                 checkpoint: None,
             })
             .await
@@ -666,7 +666,7 @@ pub async fn store_outside_scan(
             kind: source.config.kind.as_str(),
             scan_id,
             records,
-            mapping_hash: source.mapping.as_ref().map(|m| m.hash.clone()),
+            mapping: source.mapping.clone(),
             checkpoint: None,
         })
         .await?;
@@ -734,7 +734,7 @@ impl PageSink for StoreSink {
                 kind: self.kind,
                 scan_id: self.scan_id,
                 records: page.records,
-                mapping_hash: self.mapping_hash.clone(),
+                mapping: self.mapping.clone(),
                 checkpoint: Some(Checkpoint {
                     scan_id: self.scan_id,
                     next_position: Some(next.to_json()),
