@@ -68,6 +68,8 @@ struct Report {
     sources: Vec<SourceFigures>,
     nochange_sync_secs: f64,
     nochange_sync_rows_written: u64,
+    /// Records the no-change sync read and mapped: those not found already mapped.
+    nochange_sync_records_mapped: u64,
     /// Every stored record relinked by a fresh link index into empty person tables.
     link_all_secs: Option<f64>,
     link_all_records: Option<u64>,
@@ -182,6 +184,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     report.nochange_sync_rows_written = again
         .iter()
         .map(|o| o.counts.records.inserted + o.counts.records.updated + o.counts.deleted)
+        .sum();
+    report.nochange_sync_records_mapped = again
+        .iter()
+        .map(|o| {
+            o.counts
+                .records_seen
+                .saturating_sub(o.counts.records.skipped_unchanged)
+        })
         .sum();
 
     if !documented {
@@ -611,6 +621,11 @@ fn render(r: &Report) -> String {
         out,
         "  rows written       {:>12}",
         r.nochange_sync_rows_written
+    );
+    let _ = writeln!(
+        out,
+        "  records mapped     {:>12}",
+        r.nochange_sync_records_mapped
     );
     if let (Some(secs), Some(records), Some(persons)) =
         (r.link_all_secs, r.link_all_records, r.link_all_persons)

@@ -21,7 +21,9 @@ use crate::config::Config;
 use crate::person::link::{LinkOutcome, Linker};
 use crate::source::ratelimit::Budgets;
 use crate::source::{Page, Position, Scope, Source, build_sources};
-use crate::store::{Checkpoint, PageCounts, PageWrite, RunCounts, Store, Writer, now_rfc3339};
+use crate::store::{
+    AlreadyMapped, Checkpoint, PageCounts, PageWrite, RunCounts, Store, Writer, now_rfc3339,
+};
 use paginate::{PageSink, ScanError};
 use progress::{Progress, SourceProgress};
 
@@ -93,6 +95,8 @@ pub struct Pipeline {
     pub writer: Writer,
     budgets: Budgets,
     mappings: mapping::Mappings,
+    /// Extraction's look-up of records already mapped (read-only connections to the store).
+    already_mapped: Arc<AlreadyMapped>,
     linker: Arc<Mutex<Linker>>,
     /// Set to stop: scans end before their next page is stored, and linking is skipped.
     stop: Arc<AtomicBool>,
@@ -121,6 +125,7 @@ impl Pipeline {
             budgets: Budgets::default(),
             linker: Arc::new(Mutex::new(Linker::new(config_match, config_policy))),
             mappings,
+            already_mapped: Arc::new(AlreadyMapped::new(&store.path)),
             stop: Arc::default(),
             erasures_seen: Arc::default(),
         })
@@ -215,7 +220,8 @@ impl Pipeline {
             Some(&self.mappings),
         )?;
         let concurrency = self.config.http.concurrency;
-        let runs = sources.into_iter().map(|source| {
+        let runs = sources.into_iter().map(|mut source| {
+            source.already_mapped = Some(self.already_mapped.clone());
             let bar = options.progress.source(source.name());
             let writer = self.writer.clone();
             let stop = self.stop.clone();
@@ -370,6 +376,9 @@ async fn run_source(
         requests = outcome.counts.requests, records = outcome.counts.records_seen,
         inserted = outcome.counts.records.inserted, updated = outcome.counts.records.updated,
         deleted = outcome.counts.deleted, errors = outcome.counts.errors,
+        canonical_written = outcome.counts.records.mapped + outcome.counts.records.mapping_failures,
+        skipped_unchanged = outcome.counts.records.skipped_unchanged,
+        mapped_by_writer = outcome.counts.records.mapped_by_writer,
         elapsed_ms = outcome.elapsed.as_millis() as u64, "run finished"
     );
     outcome
