@@ -13,9 +13,18 @@ use super::StoredRecord;
 
 /// Connections kept open between pages: one per concurrent parse is plenty.
 const IDLE_CONNECTIONS: usize = 4;
-/// Each connection's page cache, in KiB: a scan reads each page of keys once, so SQLite's
-/// default suffices (a reader's larger cache would only grow the process).
+/// Each connection's page cache, in KiB: with the file mapped (below) it holds only pages
+/// read from the WAL, so SQLite's default suffices.
 const CACHE_KIB: i64 = 2 * 1024;
+/// The look-ups read the database file through a memory map (up to SQLite's built-in cap of
+/// about 2 GiB), not through the page cache. Every key costs a few page reads, mostly of
+/// `canonical_record` leaves in key order rather than page order; through the page cache
+/// each read is a `pread` and takes the process-wide page-cache mutex (rusqlite's bundled
+/// SQLite is built with SQLITE_ENABLE_MEMORY_MANAGEMENT, so all connections share one cache
+/// group), contending with the writer on every page. Mapped, a no-change sync of 185k records
+/// spent about a fifth less CPU than mapping every record; through the cache, hardly less.
+/// The mapped pages are the OS's file cache: they count in RSS but are not the heap.
+const MMAP_BYTES: i64 = 2 << 30;
 
 /// Finds the records of a page that need no mapping: stored live (not marked deleted) with
 /// the same content hash, and holding a canonical row or a mapping failure made by the
@@ -61,6 +70,7 @@ impl AlreadyMapped {
             None => {
                 let conn = super::open_read_only(&self.path)?;
                 conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+                conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
                 Ok(conn)
             }
         }
