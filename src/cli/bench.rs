@@ -15,7 +15,7 @@ use crate::source::http::HttpClient;
 use crate::source::kind::SourceKind;
 use crate::source::ratelimit::RateLimiter;
 use crate::source::{Paging, Position, Scope, api_for};
-use crate::store::{Checkpoint, PageWrite, Store, StoredRecord};
+use crate::store::{CanonicalForm, Checkpoint, PageWrite, Store, StoredRecord};
 use crate::sync::mapping::map_payload;
 use crate::sync::progress::Progress;
 use crate::sync::{Mode, Pipeline, RunOptions, RunReport, RunStatus, SourceOutcome};
@@ -68,6 +68,8 @@ struct Report {
     sources: Vec<SourceFigures>,
     nochange_sync_secs: f64,
     nochange_sync_rows_written: u64,
+    /// Records the no-change sync read and mapped: those not found already mapped.
+    nochange_sync_records_mapped: u64,
     /// Every stored record relinked by a fresh link index into empty person tables.
     link_all_secs: Option<f64>,
     link_all_records: Option<u64>,
@@ -182,6 +184,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     report.nochange_sync_rows_written = again
         .iter()
         .map(|o| o.counts.records.inserted + o.counts.records.updated + o.counts.deleted)
+        .sum();
+    report.nochange_sync_records_mapped = again
+        .iter()
+        .map(|o| {
+            o.counts
+                .records_seen
+                .saturating_sub(o.counts.records.skipped_unchanged)
+        })
         .sum();
 
     if !documented {
@@ -392,7 +402,8 @@ async fn stage_limits(
                             let mut page = apis[*i].parse_page(body).ok()?;
                             if let Some(m) = &kind_mappings[*i] {
                                 for r in &mut page.records {
-                                    r.canonical = Some(map_payload(&m.mapping, &r.payload));
+                                    r.canonical =
+                                        CanonicalForm::Mapped(map_payload(&m.mapping, &r.payload));
                                 }
                             }
                             Some((*i, page.records))
@@ -422,7 +433,7 @@ async fn stage_limits(
             let raw = page
                 .iter()
                 .map(|r| StoredRecord {
-                    canonical: None,
+                    canonical: CanonicalForm::NoMapping,
                     ..r.clone()
                 })
                 .collect();
@@ -490,7 +501,7 @@ async fn store_pages(
                     kind: source.kind.as_str(),
                     scan_id: 1,
                     records: page,
-                    mapping_hash: kind_mappings[i].as_ref().map(|m| m.hash.clone()),
+                    mapping: kind_mappings[i].clone(),
                     checkpoint: Some(Checkpoint {
                         scan_id: 1,
                         next_position: None,
@@ -610,6 +621,11 @@ fn render(r: &Report) -> String {
         out,
         "  rows written       {:>12}",
         r.nochange_sync_rows_written
+    );
+    let _ = writeln!(
+        out,
+        "  records mapped     {:>12}",
+        r.nochange_sync_records_mapped
     );
     if let (Some(secs), Some(records), Some(persons)) =
         (r.link_all_secs, r.link_all_records, r.link_all_persons)

@@ -18,7 +18,7 @@ use crate::person::materialize::values_from_json;
 use crate::privacy::redact;
 use crate::source::Source;
 use crate::source::http::FetchError;
-use crate::store::{Canonical, StoredRecord, Writer, now_rfc3339};
+use crate::store::{Canonical, CanonicalForm, StoredRecord, Writer, now_rfc3339};
 use crate::sync::{read_by_keys, store_outside_scan};
 
 /// How one push ended, by count and by write (ids and field names only).
@@ -307,7 +307,9 @@ async fn refresh(writer: &Writer, source: &Source, id: &str) -> Result<()> {
 
 fn canonical_values(record: &StoredRecord) -> crate::model::CanonicalValues {
     match &record.canonical {
-        Some(Canonical::Mapped { values_json, .. }) => values_from_json(values_json),
+        CanonicalForm::Mapped(Canonical::Mapped { values_json, .. }) => {
+            values_from_json(values_json)
+        }
         _ => crate::model::CanonicalValues::new(),
     }
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::config::{Config, SourceConfig};
-use crate::store::StoredRecord;
+use crate::store::{AlreadyMapped, CanonicalForm, StoredRecord};
 use crate::sync::mapping::{KindMapping, Mappings, map_payload};
 use http::{HttpClient, Params, RequestSpec};
 use kind::SourceKind;
@@ -155,6 +155,10 @@ pub struct Source {
     pub api: Arc<dyn ListApi>,
     pub http: HttpClient,
     pub mapping: Option<KindMapping>,
+    /// Set for extraction: records the store already holds mapped by this mapping version
+    /// are not mapped again ([`CanonicalForm::Unchanged`]). Unset, every record is mapped
+    /// (write-back reads a record's canonical values from what it re-reads).
+    pub already_mapped: Option<Arc<AlreadyMapped>>,
 }
 
 impl Source {
@@ -163,18 +167,37 @@ impl Source {
     }
 
     /// Parses a body with `parse` and maps its records, for running off the async workers.
+    /// With [`Source::already_mapped`], one look-up per page first finds the records the
+    /// store already holds mapped; those are marked [`CanonicalForm::Unchanged`], not mapped.
     pub fn parser(
         &self,
         parse: impl Fn(&dyn ListApi, &[u8]) -> Result<Page, String> + Send + Sync + Clone + 'static,
     ) -> impl Fn(bytes::Bytes) -> Result<Page, String> + Send + Sync + Clone + 'static {
         let api = self.api.clone();
         let mapping = self.mapping.clone();
+        let already_mapped = self.already_mapped.clone();
+        let name: Arc<str> = Arc::from(self.name());
         move |body| {
             let mut page = parse(api.as_ref(), &body)?;
-            if let Some(m) = &mapping {
-                for record in &mut page.records {
-                    record.canonical = Some(map_payload(&m.mapping, &record.payload));
-                }
+            let Some(m) = &mapping else {
+                return Ok(page);
+            };
+            let unchanged = match &already_mapped {
+                Some(lookup) => lookup
+                    .unchanged(&name, &m.hash, &page.records)
+                    .unwrap_or_else(|e| {
+                        // Only work is lost: every record of the page is mapped.
+                        tracing::warn!(source = %name, records = page.records.len(), error = %e, "cannot look up stored records; mapping the whole page");
+                        Vec::new()
+                    }),
+                None => Vec::new(),
+            };
+            for (i, record) in page.records.iter_mut().enumerate() {
+                record.canonical = if unchanged.get(i).copied().unwrap_or(false) {
+                    CanonicalForm::Unchanged
+                } else {
+                    CanonicalForm::Mapped(map_payload(&m.mapping, &record.payload))
+                };
             }
             Ok(page)
         }
@@ -231,6 +254,7 @@ pub fn build_sources(
                 config: s.clone(),
                 api: api_for(s.kind),
                 mapping: mappings.and_then(|m| m.for_kind(s.kind)).cloned(),
+                already_mapped: None,
                 http: HttpClient::new(
                     client.clone(),
                     s.collection_url(),
@@ -277,7 +301,7 @@ pub fn keyed_records(
             external_id,
             payload,
             content_hash,
-            canonical: None,
+            canonical: CanonicalForm::NoMapping,
         });
     }
     (records, problems)

@@ -3,6 +3,7 @@
 //! Architecture Invariant: every write goes through [`Writer`]; readers open their own
 //! connections (WAL lets them read while the writer commits).
 
+mod already_mapped;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -12,7 +13,10 @@ use anyhow::{Context, Result};
 use rusqlite::Connection;
 use rusqlite_migration::{M, Migrations};
 
-pub use writer::{Canonical, Checkpoint, PageCounts, PageWrite, RunCounts, StoredRecord, Writer};
+pub use already_mapped::AlreadyMapped;
+pub use writer::{
+    Canonical, CanonicalForm, Checkpoint, PageCounts, PageWrite, RunCounts, StoredRecord, Writer,
+};
 
 static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
     Migrations::new(vec![

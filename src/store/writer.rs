@@ -11,6 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::now_rfc3339;
+use crate::sync::mapping::{KindMapping, map_payload};
 
 const ROWS_PER_TRANSACTION: usize = 1000;
 const QUEUE_DEPTH: usize = 64;
@@ -26,13 +27,31 @@ const STATEMENT_CACHE: usize = 96;
 /// pages (64 MiB at 8 KiB pages): a backstop that bounds the WAL should the checkpointer lag.
 const WAL_BACKSTOP_PAGES: i64 = 8192;
 
-/// One record as it goes into `source_record`, with its canonical form when mapped.
+/// One record as it goes into `source_record`, with what the parse step did about its
+/// canonical form.
 #[derive(Debug, Clone)]
 pub struct StoredRecord {
     pub external_id: String,
     pub payload: String,
     pub content_hash: String,
-    pub canonical: Option<Canonical>,
+    pub canonical: CanonicalForm,
+}
+
+/// What the parse step did about a record's canonical form. Three cases that must not be
+/// confused: no mapping applies, the record was mapped (possibly to a failure), or it was
+/// not mapped because the store already held its canonical form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CanonicalForm {
+    /// Nothing to map: the source has no mapping (or the page is read for its ids only).
+    /// No canonical row or mapping failure is written.
+    NoMapping,
+    /// Mapped in the parse step: a canonical form, or a mapping failure with its reason.
+    Mapped(Canonical),
+    /// Not mapped: when the page was parsed, the store held this record live, with this
+    /// content hash, and a canonical row or mapping failure of the page's mapping version
+    /// (`AlreadyMapped`). That look-up may be stale by the time the page is written, so the
+    /// writer checks again and maps the record itself if it needs a canonical row after all.
+    Unchanged,
 }
 
 /// A record's canonical form, or why it has none.
@@ -65,8 +84,9 @@ pub struct PageWrite {
     pub kind: &'static str,
     pub scan_id: i64,
     pub records: Vec<StoredRecord>,
-    /// The version of the mapping that produced the records' canonical forms.
-    pub mapping_hash: Option<Arc<str>>,
+    /// The source's mapping: its version (hash) is stored with each canonical row, and the
+    /// writer maps records marked [`CanonicalForm::Unchanged`] that turn out to need a row.
+    pub mapping: Option<KindMapping>,
     /// `None` for records read outside the scan's order (lookups of unseen records).
     pub checkpoint: Option<Checkpoint>,
 }
@@ -79,6 +99,12 @@ pub struct PageCounts {
     /// Canonical rows written (new or changed content, or a new mapping version).
     pub mapped: u64,
     pub mapping_failures: u64,
+    /// Records not mapped at all: the parse step found them unchanged, and the writer
+    /// confirmed that their canonical row (or mapping failure) is current.
+    pub skipped_unchanged: u64,
+    /// Records the parse step found unchanged but whose stored state had moved by the time
+    /// they were written (an earlier page of the same scan, say): mapped on the writer.
+    pub mapped_by_writer: u64,
 }
 
 impl PageCounts {
@@ -88,6 +114,8 @@ impl PageCounts {
         self.unchanged += other.unchanged;
         self.mapped += other.mapped;
         self.mapping_failures += other.mapping_failures;
+        self.skipped_unchanged += other.skipped_unchanged;
+        self.mapped_by_writer += other.mapped_by_writer;
     }
 }
 
@@ -306,16 +334,17 @@ struct Stored {
 }
 
 /// Stores a record's canonical form (or its mapping failure) and queues it for linking.
+/// The page's mapping version goes with it; a page without a mapping stores nothing here.
 fn write_canonical(
     tx: &rusqlite::Transaction<'_>,
     page: &PageWrite,
     record: &StoredRecord,
-    mapping_hash: &str,
+    canonical: &Canonical,
     now: &str,
     stored: Stored,
     counts: &mut PageCounts,
 ) -> Result<()> {
-    let Some(canonical) = &record.canonical else {
+    let Some(mapping_hash) = page.mapping.as_ref().map(|m| &*m.hash) else {
         return Ok(());
     };
     let source: &str = &page.source;
@@ -409,11 +438,21 @@ fn write_page(tx: &rusqlite::Transaction<'_>, page: &PageWrite, now: &str) -> Re
             .is_none_or(|e| e.0 != record.content_hash || e.2);
         let mapping_changed = existing
             .as_ref()
-            .is_none_or(|e| e.3.as_deref() != page.mapping_hash.as_deref());
-        if let (Some(_), Some(mapping_hash)) = (&record.canonical, &page.mapping_hash)
-            && (content_changed || mapping_changed)
-        {
-            write_canonical(tx, page, record, mapping_hash, now, stored, &mut counts)?;
+            .is_none_or(|e| e.3.as_deref() != page.mapping.as_ref().map(|m| &*m.hash));
+        let needs_row = content_changed || mapping_changed;
+        match (&record.canonical, &page.mapping) {
+            (CanonicalForm::Mapped(canonical), Some(_)) if needs_row => {
+                write_canonical(tx, page, record, canonical, now, stored, &mut counts)?;
+            }
+            // The parse step's look-up was stale (an earlier page of this scan changed or
+            // re-stored the record, it was marked deleted, ...): map it here.
+            (CanonicalForm::Unchanged, Some(m)) if needs_row => {
+                let canonical = map_payload(&m.mapping, &record.payload);
+                write_canonical(tx, page, record, &canonical, now, stored, &mut counts)?;
+                counts.mapped_by_writer += 1;
+            }
+            (CanonicalForm::Unchanged, Some(_)) => counts.skipped_unchanged += 1,
+            _ => {}
         }
         match existing.map(|(hash, seen, deleted, _)| (hash, seen, deleted)) {
             None => {

@@ -21,7 +21,9 @@ use crate::config::Config;
 use crate::person::link::{LinkOutcome, Linker};
 use crate::source::ratelimit::Budgets;
 use crate::source::{Page, Position, Scope, Source, build_sources};
-use crate::store::{Checkpoint, PageCounts, PageWrite, RunCounts, Store, Writer, now_rfc3339};
+use crate::store::{
+    AlreadyMapped, Checkpoint, PageCounts, PageWrite, RunCounts, Store, Writer, now_rfc3339,
+};
 use paginate::{PageSink, ScanError};
 use progress::{Progress, SourceProgress};
 
@@ -93,6 +95,8 @@ pub struct Pipeline {
     pub writer: Writer,
     budgets: Budgets,
     mappings: mapping::Mappings,
+    /// Extraction's look-up of records already mapped (read-only connections to the store).
+    already_mapped: Arc<AlreadyMapped>,
     /// Set to stop: scans end before their next page is stored, and linking is skipped.
     stop: Arc<AtomicBool>,
 }
@@ -116,6 +120,7 @@ impl Pipeline {
             writer: store.writer.clone(),
             budgets: Budgets::default(),
             mappings,
+            already_mapped: Arc::new(AlreadyMapped::new(&store.path)),
             stop: Arc::default(),
         })
     }
@@ -199,7 +204,8 @@ impl Pipeline {
             Some(&self.mappings),
         )?;
         let concurrency = self.config.http.concurrency;
-        let runs = sources.into_iter().map(|source| {
+        let runs = sources.into_iter().map(|mut source| {
+            source.already_mapped = Some(self.already_mapped.clone());
             let bar = options.progress.source(source.name());
             let writer = self.writer.clone();
             let stop = self.stop.clone();
@@ -273,7 +279,7 @@ async fn run_source(
         bar: bar.clone(),
         shift: ShiftWatch::default(),
         hold_watermark: false,
-        mapping_hash: source.mapping.as_ref().map(|m| m.hash.clone()),
+        mapping: source.mapping.clone(),
         stop: stop.clone(),
     };
     let scanned = scan_source(&source, &plan, concurrency, &mut sink).await;
@@ -354,6 +360,9 @@ async fn run_source(
         requests = outcome.counts.requests, records = outcome.counts.records_seen,
         inserted = outcome.counts.records.inserted, updated = outcome.counts.records.updated,
         deleted = outcome.counts.deleted, errors = outcome.counts.errors,
+        canonical_written = outcome.counts.records.mapped + outcome.counts.records.mapping_failures,
+        skipped_unchanged = outcome.counts.records.skipped_unchanged,
+        mapped_by_writer = outcome.counts.records.mapped_by_writer,
         elapsed_ms = outcome.elapsed.as_millis() as u64, "run finished"
     );
     outcome
@@ -371,7 +380,7 @@ struct StoreSink {
     bar: SourceProgress,
     shift: ShiftWatch,
     hold_watermark: bool,
-    mapping_hash: Option<Arc<str>>,
+    mapping: Option<mapping::KindMapping>,
     stop: Arc<AtomicBool>,
 }
 
@@ -587,7 +596,7 @@ async fn fetch_and_store(
                 kind: sink.kind,
                 scan_id: sink.scan_id,
                 records,
-                mapping_hash: sink.mapping_hash.clone(),
+                mapping: sink.mapping.clone(),
                 checkpoint: None,
             })
             .await
@@ -650,7 +659,7 @@ pub async fn store_outside_scan(
             kind: source.config.kind.as_str(),
             scan_id,
             records,
-            mapping_hash: source.mapping.as_ref().map(|m| m.hash.clone()),
+            mapping: source.mapping.clone(),
             checkpoint: None,
         })
         .await?;
@@ -718,7 +727,7 @@ impl PageSink for StoreSink {
                 kind: self.kind,
                 scan_id: self.scan_id,
                 records: page.records,
-                mapping_hash: self.mapping_hash.clone(),
+                mapping: self.mapping.clone(),
                 checkpoint: Some(Checkpoint {
                     scan_id: self.scan_id,
                     next_position: Some(next.to_json()),

@@ -28,6 +28,7 @@ async fn linking_matches_the_ground_truth() {
     );
 }
 
+use caresync::cli::demo::simulator_source_name;
 use caresync::source::kind::SourceKind;
 use caresync::sync::Mode;
 
@@ -250,5 +251,112 @@ async fn an_operator_override_wins_and_is_explained() {
     assert!(!ok && err.contains("nhs_number"), "{err}");
     let (ok, _, err) = h.cli(&["set", "999999", "mobile=07700900123", "--reason", "x"]);
     assert!(!ok && err.contains("no person 999999"), "{err}");
+    h.sims.shutdown().await;
+}
+
+/// Issue 7: a record whose content and mapping version are unchanged is not mapped again
+/// (nor re-linked); a changed record is; a new mapping version re-maps every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_changed_records_or_a_new_mapping_version_are_mapped() {
+    let mut h = Harness::start(options(300), "page_size = 40\n").await;
+    assert_all_succeeded(&h.run(Mode::Backfill).await);
+    let mapped_rows =
+        "SELECT (SELECT count(*) FROM canonical_record) + (SELECT count(*) FROM mapping_failure)";
+    assert_eq!(
+        h.count(mapped_rows),
+        h.count("SELECT count(*) FROM source_record")
+    );
+
+    // Nothing changed upstream: nothing is mapped, written or queued.
+    let report = h.run_report(Mode::Sync, Vec::new()).await;
+    assert_all_succeeded(&report.sources);
+    assert_eq!(report.link.as_ref().unwrap().queued, 0);
+    for o in &report.sources {
+        let c = &o.counts.records;
+        assert!(o.counts.records_seen > 0, "{}", o.source);
+        assert_eq!(c.skipped_unchanged, o.counts.records_seen, "{}", o.source);
+        assert_eq!(
+            (c.mapped, c.mapping_failures, c.mapped_by_writer),
+            (0, 0, 0),
+            "{}",
+            o.source
+        );
+    }
+
+    // One record changes upstream: it alone is mapped, stored and queued.
+    let kind = SourceKind::CarevalidateUsers;
+    let key = h.sims.state().keys(kind)[5].clone();
+    let id = kind.normalise_external_id(&key);
+    assert!(
+        h.sims
+            .state()
+            .update_field(kind, &key, "firstName", serde_json::json!("Zebedee"))
+    );
+    let report = h.run_report(Mode::Sync, Vec::new()).await;
+    assert_all_succeeded(&report.sources);
+    assert_eq!(report.link.as_ref().unwrap().queued, 1);
+    for o in &report.sources {
+        let c = &o.counts.records;
+        let changed = u64::from(o.source == simulator_source_name(kind));
+        assert_eq!((c.mapped, c.updated), (changed, changed), "{}", o.source);
+        assert_eq!(
+            c.skipped_unchanged,
+            o.counts.records_seen - changed,
+            "{}",
+            o.source
+        );
+    }
+    let given: String = h
+        .db()
+        .query_row(
+            "SELECT json_extract(values_json, '$.given_name') FROM canonical_record WHERE source = ?1 AND external_id = ?2",
+            [simulator_source_name(kind), id.as_str()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(given, "Zebedee");
+
+    // A new version of every mapping file (a comment is enough): every record is mapped again.
+    let mappings = tempfile::tempdir().unwrap();
+    for kind in SourceKind::ALL {
+        let from = format!("{}/mappings/{kind}.toml", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(from).unwrap();
+        std::fs::write(
+            mappings.path().join(format!("{kind}.toml")),
+            format!("{text}\n# version 2\n"),
+        )
+        .unwrap();
+    }
+    h.config.mappings_dir = Some(mappings.path().to_path_buf());
+    let report = h.run_report(Mode::Backfill, Vec::new()).await;
+    assert_all_succeeded(&report.sources);
+    for o in &report.sources {
+        let c = &o.counts.records;
+        assert_eq!(c.skipped_unchanged, 0, "{}", o.source);
+        assert_eq!(
+            c.mapped + c.mapping_failures,
+            o.counts.records_seen,
+            "{}",
+            o.source
+        );
+    }
+    assert_eq!(
+        h.count(mapped_rows),
+        h.count("SELECT count(*) FROM source_record")
+    );
+    let versions = caresync::sync::mapping::Mappings::from_dir(mappings.path()).unwrap();
+    let db = h.db();
+    for kind in SourceKind::ALL {
+        let hash = versions.for_kind(kind).unwrap().hash.to_string();
+        let stale: i64 = db
+            .query_row(
+                "SELECT (SELECT count(*) FROM canonical_record WHERE source = ?1 AND mapping_hash != ?2)
+                      + (SELECT count(*) FROM mapping_failure WHERE source = ?1 AND mapping_hash != ?2)",
+                [simulator_source_name(kind), hash.as_str()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(stale, 0, "{kind}: rows of the old mapping version");
+    }
     h.sims.shutdown().await;
 }
