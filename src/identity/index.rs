@@ -848,6 +848,26 @@ impl LinkIndex {
         ))
     }
 
+    /// Every block in ascending order of its key's hash read as a signed integer (the order
+    /// SQLite keeps it in), with its members' slots in ascending order.
+    pub fn blocks_in_key_order<E>(
+        &self,
+        mut visit: impl FnMut(KeyOf, &[u32]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let negative = self.blocks.keys.partition_point(|k| (k.hash as i64) >= 0);
+        let order = (negative..self.blocks.keys.len()).chain(0..negative);
+        for i in order {
+            let key = self.blocks.keys[i];
+            let range = self.blocks.starts[i] as usize..self.blocks.starts[i + 1] as usize;
+            let of = KeyOf {
+                hash: key.hash,
+                filtered: key.kind.needs_missing_birth_date(),
+            };
+            visit(of, &self.blocks.members[range])?;
+        }
+        Ok(())
+    }
+
     /// Every kept pair, once, as slot numbers: `strong` when clustering reads it (it joins
     /// the two records' link-graph components).
     pub fn kept_pairs(&self, mut visit: impl FnMut(u32, u32, bool)) {

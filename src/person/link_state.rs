@@ -96,7 +96,7 @@ pub(super) fn save_full(conn: &Connection, index: &LinkIndex, config: &MatchConf
         conn.execute(&format!("DELETE FROM {table}"), [])?;
     }
     // rid = slot + 1: rids are then in record order, as the slots are.
-    let mut keys: Vec<(i64, u32, bool, bool)> = Vec::new();
+    let mut lacks_of: Vec<bool> = Vec::new();
     {
         let mut insert = conn.prepare_cached(
             "INSERT INTO link_record (rid, source, external_id, lacks_birth_date, keys)
@@ -114,36 +114,66 @@ pub(super) fn save_full(conn: &Connection, index: &LinkIndex, config: &MatchConf
                 lacks,
                 encode_keys(own.iter().copied())
             ])?;
-            keys.extend(own.iter().map(|k| (k.hash as i64, rid, lacks, k.filtered)));
+            if lacks_of.len() <= slot as usize {
+                lacks_of.resize(slot as usize + 1, false);
+            }
+            lacks_of[slot as usize] = lacks;
         }
     }
-    // In primary-key order, so the B-tree is appended to.
-    keys.sort_unstable();
-    {
-        let mut insert = conn.prepare_cached(
-            "INSERT INTO link_key (key, rid, lacks_birth_date, filtered) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        for (key, rid, lacks, filtered) in keys {
-            insert.execute(params![key, rid, lacks, filtered])?;
+    // The index's blocks are in key order already: appended to the B-tree in its order.
+    let mut key_rows = Vec::new();
+    index.blocks_in_key_order(|key, members| {
+        key_rows.extend(members.iter().map(|&slot| {
+            let lacks = lacks_of.get(slot as usize).copied().unwrap_or_default();
+            [
+                key.hash as i64,
+                i64::from(slot) + 1,
+                i64::from(lacks),
+                i64::from(key.filtered),
+            ]
+        }));
+        if key_rows.len() >= INSERT_CHUNK {
+            insert_rows(conn, "link_key", &std::mem::take(&mut key_rows))
+        } else {
+            Ok(())
         }
-    }
-    let mut edges: Vec<(u32, u32, bool)> = Vec::new();
+    })?;
+    insert_rows(conn, "link_key", &key_rows)?;
+    let mut edges: Vec<[i64; 3]> = Vec::new();
     index.kept_pairs(|a, b, strong| {
-        edges.push((a + 1, b + 1, strong));
-        edges.push((b + 1, a + 1, strong));
+        let (a, b, strong) = (i64::from(a) + 1, i64::from(b) + 1, i64::from(strong));
+        edges.push([a, b, strong]);
+        edges.push([b, a, strong]);
     });
     edges.sort_unstable();
-    {
-        let mut insert =
-            conn.prepare_cached("INSERT INTO link_edge (rid, other, strong) VALUES (?1, ?2, ?3)")?;
-        for (rid, other, strong) in edges {
-            insert.execute(params![rid, other, strong])?;
-        }
-    }
+    insert_rows(conn, "link_edge", &edges)?;
     conn.execute(
         "INSERT INTO link_state (id, config_hash, built_at) VALUES (1, ?1, ?2)",
         params![config_hash(config), now_rfc3339()],
     )?;
+    Ok(())
+}
+
+/// Rows a bulk insert gathers before writing them.
+const INSERT_CHUNK: usize = 64 * 1024;
+/// Rows per INSERT statement: one statement execution for many rows, not one per row.
+const ROWS_PER_STATEMENT: usize = 128;
+
+/// Inserts rows of integers, many per statement, in the order given.
+fn insert_rows<const W: usize>(conn: &Connection, table: &str, rows: &[[i64; W]]) -> Result<()> {
+    let sql = |n: usize| {
+        let row = format!("({})", vec!["?"; W].join(","));
+        format!("INSERT INTO {table} VALUES {}", vec![row; n].join(","))
+    };
+    let full = sql(ROWS_PER_STATEMENT);
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let values = rusqlite::params_from_iter(chunk.iter().flatten());
+        if chunk.len() == ROWS_PER_STATEMENT {
+            conn.prepare_cached(&full)?.execute(values)?;
+        } else {
+            conn.prepare(&sql(chunk.len()))?.execute(values)?;
+        }
+    }
     Ok(())
 }
 

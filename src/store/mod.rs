@@ -72,6 +72,11 @@ fn configure(conn: &Connection) -> Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Statement journals in memory: an upsert (or any statement that may abort part-way)
+    // saves each page it first touches; in a temp file that was a write system call of a
+    // whole page, for every row of a large link transaction. Nor do pages of records then
+    // reach temporary files on disk.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }
 
