@@ -63,6 +63,21 @@ impl AlreadyMapped {
             .collect())
     }
 
+    /// Whether the store holds any record of `source` mapped by this mapping version: if
+    /// not (a first backfill, a new mapping), every record needs mapping and the look-ups
+    /// per page would find nothing.
+    pub fn holds_any(&self, source: &str, mapping_hash: &str) -> Result<bool> {
+        let conn = self.take()?;
+        let found = conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM canonical_record WHERE source = ?1 AND mapping_hash = ?2)
+                     OR EXISTS (SELECT 1 FROM mapping_failure WHERE source = ?1 AND mapping_hash = ?2)",
+            )
+            .and_then(|mut s| s.query_row(params![source, mapping_hash], |r| r.get(0)));
+        self.give_back(conn);
+        Ok(found?)
+    }
+
     fn take(&self) -> Result<Connection> {
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         match idle {
@@ -255,6 +270,35 @@ mod tests {
             [false; 5]
         );
         assert!(lookup.unchanged(SOURCE, &m.hash, &[]).unwrap().is_empty());
+        // Whether a source's pages are worth looking up at all.
+        assert!(lookup.holds_any(SOURCE, &m.hash).unwrap());
+        assert!(!lookup.holds_any(SOURCE, "another").unwrap());
+        assert!(!lookup.holds_any("elsewhere", &m.hash).unwrap());
+    }
+
+    /// Only mapping failures of the current version: still worth looking up.
+    #[tokio::test]
+    async fn a_source_holding_only_mapping_failures_is_looked_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let m = mapping();
+        let lookup = AlreadyMapped::new(&store.path);
+        assert!(
+            !lookup.holds_any(SOURCE, &m.hash).unwrap(),
+            "an empty store"
+        );
+        write(
+            &store,
+            vec![record(
+                "b@example.org",
+                r#"{"firstName":"Bo"}"#.to_string(),
+                &m,
+                false,
+            )],
+            &m,
+        )
+        .await;
+        assert!(lookup.holds_any(SOURCE, &m.hash).unwrap());
     }
 
     /// The look-up is a snapshot: a page marked unchanged may reach the writer after an

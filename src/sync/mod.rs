@@ -204,8 +204,32 @@ impl Pipeline {
             Some(&self.mappings),
         )?;
         let concurrency = self.config.http.concurrency;
-        let runs = sources.into_iter().map(|mut source| {
-            source.already_mapped = Some(self.already_mapped.clone());
+        // A source none of whose records are stored mapped by its mapping version (a first
+        // backfill, a new mapping) maps every record: its pages need no look-up.
+        let versions: Vec<(String, Option<Arc<str>>)> = sources
+            .iter()
+            .map(|s| {
+                (
+                    s.name().to_string(),
+                    s.mapping.as_ref().map(|m| m.hash.clone()),
+                )
+            })
+            .collect();
+        let lookup = self.already_mapped.clone();
+        let worth_looking_up: Vec<bool> = tokio::task::spawn_blocking(move || {
+            versions
+                .iter()
+                .map(|(name, hash)| {
+                    hash.as_ref()
+                        .is_some_and(|h| lookup.holds_any(name, h).unwrap_or(true))
+                })
+                .collect()
+        })
+        .await?;
+        let runs = sources.into_iter().zip(worth_looking_up).map(|(mut source, look_up)| {
+            if look_up {
+                source.already_mapped = Some(self.already_mapped.clone());
+            }
             let bar = options.progress.source(source.name());
             let writer = self.writer.clone();
             let stop = self.stop.clone();
