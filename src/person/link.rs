@@ -81,54 +81,51 @@ impl Linker {
         let stored = link_state::current(&tx, &self.config)?;
         let in_full = stored.is_none_or(|n| queue.len() as u64 * FULL_LINK_SHARE > n);
         outcome.full = in_full;
-        let (clusters, review, scope) = match in_full {
-            true => {
-                let records = prepare_live(&tx)?;
-                let loaded_ms = started.elapsed().as_millis() as u64;
-                outcome.records_linked = records.len();
-                let index = LinkIndex::build_prepared(self.config.clone(), records);
-                let built_ms = started.elapsed().as_millis() as u64;
-                let resolution = index.resolution();
-                let stats = index.link_stats();
-                tracing::debug!(
-                    records = stats.records,
-                    blocks = stats.blocks,
-                    oversized_blocks = stats.oversized_blocks,
-                    compared_pairs = stats.compared_pairs,
-                    kept_pairs = stats.kept_pairs,
-                    "link index stats"
-                );
-                tracing::debug!(
-                    loaded_ms,
-                    built_ms,
-                    resolved_ms = started.elapsed().as_millis() as u64,
-                    "link index built"
-                );
-                link_state::save_full(&tx, &index, &self.config)?;
-                tracing::debug!(
-                    saved_ms = started.elapsed().as_millis() as u64,
-                    "link state saved"
-                );
-                (resolution.clusters, resolution.review, Scope::All)
-            }
-            false => {
-                let prepare = |refs: &[RecordRef]| -> Result<Vec<Prepared>> {
-                    Ok(load_live(&tx, refs)?.iter().map(Prepared::new).collect())
-                };
-                let relinked = link_state::relink_neighbourhood(
-                    &tx,
-                    &self.config,
-                    &queue,
-                    prepare(&queue)?,
-                    prepare,
-                )?;
-                outcome.records_linked = relinked.affected.len();
-                (
-                    relinked.clusters,
-                    relinked.review,
-                    Scope::Records(relinked.affected),
-                )
-            }
+        let (clusters, review, scope) = if in_full {
+            let records = prepare_live(&tx)?;
+            let loaded_ms = started.elapsed().as_millis() as u64;
+            outcome.records_linked = records.len();
+            let index = LinkIndex::build_prepared(self.config.clone(), records);
+            let built_ms = started.elapsed().as_millis() as u64;
+            let resolution = index.resolution();
+            let stats = index.link_stats();
+            tracing::debug!(
+                records = stats.records,
+                blocks = stats.blocks,
+                oversized_blocks = stats.oversized_blocks,
+                compared_pairs = stats.compared_pairs,
+                kept_pairs = stats.kept_pairs,
+                "link index stats"
+            );
+            tracing::debug!(
+                loaded_ms,
+                built_ms,
+                resolved_ms = started.elapsed().as_millis() as u64,
+                "link index built"
+            );
+            link_state::save_full(&tx, &index, &self.config)?;
+            tracing::debug!(
+                saved_ms = started.elapsed().as_millis() as u64,
+                "link state saved"
+            );
+            (resolution.clusters, resolution.review, Scope::All)
+        } else {
+            let prepare = |refs: &[RecordRef]| -> Result<Vec<Prepared>> {
+                Ok(load_live(&tx, refs)?.iter().map(Prepared::new).collect())
+            };
+            let relinked = link_state::relink_neighbourhood(
+                &tx,
+                &self.config,
+                &queue,
+                prepare(&queue)?,
+                prepare,
+            )?;
+            outcome.records_linked = relinked.affected.len();
+            (
+                relinked.clusters,
+                relinked.review,
+                Scope::Records(relinked.affected),
+            )
         };
         let changed_values: HashSet<RecordRef> = queue.into_iter().collect();
         persist(
@@ -580,22 +577,9 @@ mod tests {
             "lifestyle",
             "person_provenance",
         ] {
-            let mut stmt = conn
-                .prepare(&format!("SELECT * FROM {table} ORDER BY person_id"))
-                .unwrap();
-            let n = stmt.column_count();
-            let rows = stmt
-                .query_map([], |r| {
-                    (0..n)
-                        .map(|i| {
-                            r.get::<_, rusqlite::types::Value>(i)
-                                .map(|v| format!("{v:?}"))
-                        })
-                        .collect::<rusqlite::Result<Vec<_>>>()
-                })
-                .unwrap();
-            for row in rows {
-                out.push(format!("{table}: {}", row.unwrap().join(" | ")));
+            let sql = format!("SELECT * FROM {table} ORDER BY person_id");
+            for row in crate::person::rows_as_text(conn, &sql) {
+                out.push(format!("{table}: {row}"));
             }
         }
         out

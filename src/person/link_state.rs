@@ -34,7 +34,7 @@ pub(super) fn config_hash(config: &MatchConfig) -> String {
 }
 
 /// Whether the stored state was computed with these settings (and can be updated in place),
-/// and how many records it holds.
+/// and about how many records it holds (the highest rid: no count over the whole table).
 pub(super) fn current(conn: &Connection, config: &MatchConfig) -> Result<Option<u64>> {
     let stored: Option<String> = conn
         .query_row("SELECT config_hash FROM link_state WHERE id = 1", [], |r| {
@@ -44,7 +44,10 @@ pub(super) fn current(conn: &Connection, config: &MatchConfig) -> Result<Option<
     if stored.as_deref() != Some(config_hash(config).as_str()) {
         return Ok(None);
     }
-    let records: i64 = conn.query_row("SELECT count(*) FROM link_record", [], |r| r.get(0))?;
+    let records: i64 =
+        conn.query_row("SELECT coalesce(max(rid), 0) FROM link_record", [], |r| {
+            r.get(0)
+        })?;
     Ok(Some(records as u64))
 }
 
@@ -543,24 +546,10 @@ mod tests {
             "SELECT 'edge', a.source, a.external_id, b.source, b.external_id, e.strong
              FROM link_edge e JOIN link_record a ON a.rid = e.rid JOIN link_record b ON b.rid = e.other",
         ];
-        let mut out = Vec::new();
-        for sql in queries {
-            let mut stmt = conn.prepare(sql).unwrap();
-            let n = stmt.column_count();
-            let rows = stmt
-                .query_map([], |r| {
-                    (0..n)
-                        .map(|i| {
-                            r.get::<_, rusqlite::types::Value>(i)
-                                .map(|v| format!("{v:?}"))
-                        })
-                        .collect::<rusqlite::Result<Vec<_>>>()
-                })
-                .unwrap();
-            for row in rows {
-                out.push(row.unwrap().join(" | "));
-            }
-        }
+        let mut out: Vec<String> = queries
+            .iter()
+            .flat_map(|sql| crate::person::rows_as_text(conn, sql))
+            .collect();
         out.sort();
         out
     }
