@@ -84,6 +84,15 @@ pub struct KeyOf {
     pub filtered: bool,
 }
 
+impl KeyOf {
+    fn of(key: &BlockKey) -> KeyOf {
+        KeyOf {
+            hash: key.hash,
+            filtered: key.kind.needs_missing_birth_date(),
+        }
+    }
+}
+
 /// The global size of a block, from which it is judged oversized.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BlockSize {
@@ -108,10 +117,7 @@ impl Prepared {
     }
 
     pub fn keys(&self) -> impl Iterator<Item = KeyOf> + '_ {
-        self.keys.iter().map(|k| KeyOf {
-            hash: k.hash,
-            filtered: k.kind.needs_missing_birth_date(),
-        })
+        self.keys.iter().map(KeyOf::of)
     }
 
     pub fn new(record: &InputRecord) -> Prepared {
@@ -833,19 +839,17 @@ impl LinkIndex {
             .filter_map(|(id, s)| s.as_ref().map(|s| (id as u32, &s.record)))
     }
 
-    /// Whether a record lacks a birth date, and its blocking keys.
-    pub fn keys_of(&self, id: u32) -> Option<(bool, Vec<KeyOf>)> {
-        let s = self.slot(id)?;
-        Some((
-            s.features.birth_date.is_none(),
-            s.keys
-                .iter()
-                .map(|k| KeyOf {
-                    hash: k.hash,
-                    filtered: k.kind.needs_missing_birth_date(),
-                })
-                .collect(),
-        ))
+    /// A record's blocking keys (none for a slot not in use).
+    pub fn keys_of(&self, id: u32) -> impl Iterator<Item = KeyOf> + '_ {
+        self.slot(id)
+            .into_iter()
+            .flat_map(|s| s.keys.iter().map(KeyOf::of))
+    }
+
+    /// Whether a record lacks a birth date (and so is compared in the blocks that need it).
+    pub fn lacks_birth_date(&self, id: u32) -> bool {
+        self.slot(id)
+            .is_some_and(|s| s.features.birth_date.is_none())
     }
 
     /// Every block in ascending order of its key's hash read as a signed integer (the order
@@ -859,11 +863,7 @@ impl LinkIndex {
         for i in order {
             let key = self.blocks.keys[i];
             let range = self.blocks.starts[i] as usize..self.blocks.starts[i + 1] as usize;
-            let of = KeyOf {
-                hash: key.hash,
-                filtered: key.kind.needs_missing_birth_date(),
-            };
-            visit(of, &self.blocks.members[range])?;
+            visit(KeyOf::of(&key), &self.blocks.members[range])?;
         }
         Ok(())
     }

@@ -99,39 +99,29 @@ pub(super) fn save_full(conn: &Connection, index: &LinkIndex, config: &MatchConf
         conn.execute(&format!("DELETE FROM {table}"), [])?;
     }
     // rid = slot + 1: rids are then in record order, as the slots are.
-    let mut lacks_of: Vec<bool> = Vec::new();
     {
         let mut insert = conn.prepare_cached(
             "INSERT INTO link_record (rid, source, external_id, lacks_birth_date, keys)
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         for (slot, record) in index.records() {
-            let Some((lacks, own)) = index.keys_of(slot) else {
-                continue;
-            };
-            let rid = slot + 1;
             insert.execute(params![
-                rid,
+                slot + 1,
                 record.source,
                 record.external_id,
-                lacks,
-                encode_keys(own.iter().copied())
+                index.lacks_birth_date(slot),
+                encode_keys(index.keys_of(slot))
             ])?;
-            if lacks_of.len() <= slot as usize {
-                lacks_of.resize(slot as usize + 1, false);
-            }
-            lacks_of[slot as usize] = lacks;
         }
     }
     // The index's blocks are in key order already: appended to the B-tree in its order.
     let mut key_rows = Vec::new();
     index.blocks_in_key_order(|key, members| {
         key_rows.extend(members.iter().map(|&slot| {
-            let lacks = lacks_of.get(slot as usize).copied().unwrap_or_default();
             [
                 key.hash as i64,
                 i64::from(slot) + 1,
-                i64::from(lacks),
+                i64::from(index.lacks_birth_date(slot)),
                 i64::from(key.filtered),
             ]
         }));
@@ -420,11 +410,15 @@ pub(super) fn relink_neighbourhood(
         .collect();
     let mut records = load(&others)?;
     records.extend(live.into_values());
-    let keys: BTreeSet<u64> = records
+    // Block sizes after the change: the touched blocks' are known already.
+    let unmeasured: BTreeSet<u64> = records
         .iter()
         .flat_map(|p| p.keys().map(|k| k.hash))
+        .filter(|key| !sizes_after.contains_key(key))
         .collect();
-    let oversized: HashSet<u64> = block_sizes(conn, keys.into_iter())?
+    let mut sizes = sizes_after;
+    sizes.extend(block_sizes(conn, unmeasured.into_iter())?);
+    let oversized: HashSet<u64> = sizes
         .into_iter()
         .filter(|(_, size)| size.oversized(config))
         .map(|(key, _)| key)
@@ -744,6 +738,24 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn stored_keys_read_back_and_a_damaged_blob_is_an_error() {
+        let keys = [
+            KeyOf {
+                hash: u64::MAX,
+                filtered: true,
+            },
+            KeyOf {
+                hash: 7,
+                filtered: false,
+            },
+        ];
+        let blob = encode_keys(keys.iter().copied());
+        assert_eq!(decode_keys(&blob).unwrap(), keys);
+        let error = decode_keys(&blob[..10]).unwrap_err().to_string();
+        assert!(error.contains("not a multiple of 9"), "{error}");
     }
 
     #[test]

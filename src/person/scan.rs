@@ -4,7 +4,7 @@
 //! function of one person's records, and their cost is parsing and survivorship, which this
 //! spreads over the cores while the calling thread reads (and writes) SQLite.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, mpsc};
 
 use anyhow::Result;
@@ -98,16 +98,18 @@ where
              ORDER BY l.person_id, l.source, l.external_id"
         }
     };
-    let deleted: HashSet<(String, String)> = match read {
-        Read::CanonicalOnly => HashSet::new(),
-        Read::WithLiveHash => conn
-            .prepare(
-                "SELECT source, external_id FROM source_record INDEXED BY source_record_deleted
-                 WHERE deleted_at IS NOT NULL",
-            )?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?,
-    };
+    // Source → external ids deleted upstream.
+    let mut deleted: HashMap<String, HashSet<String>> = HashMap::new();
+    if read == Read::WithLiveHash {
+        let mut stmt = conn.prepare(
+            "SELECT source, external_id FROM source_record INDEXED BY source_record_deleted
+             WHERE deleted_at IS NOT NULL",
+        )?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))? {
+            let (source, external_id) = row?;
+            deleted.entry(source).or_default().insert(external_id);
+        }
+    }
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (to_workers, from_reader) = mpsc::sync_channel::<(usize, Batch)>(workers * 2);
     let from_reader = Mutex::new(from_reader);
@@ -149,8 +151,9 @@ where
                     mapped_at: r.get(5)?,
                     live_hash: r.get(6)?,
                 };
-                if !deleted.is_empty()
-                    && deleted.contains(&(link.source.clone(), link.external_id.clone()))
+                if deleted
+                    .get(&link.source)
+                    .is_some_and(|ids| ids.contains(&link.external_id))
                 {
                     link.live_hash = None;
                 }
