@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use anyhow::Result;
 use rusqlite::Connection;
@@ -63,11 +64,55 @@ pub struct PlannedWrite {
 /// A change the plan cannot make, and why.
 #[derive(Debug, Clone)]
 pub struct Refusal {
-    pub source: String,
+    /// Shared by every refusal of the source: a plan may hold hundreds of thousands.
+    pub source: Arc<str>,
     pub external_id: Option<String>,
     pub person_id: i64,
     pub field: Field,
-    pub reason: String,
+    pub reason: RefusalReason,
+}
+
+/// Why a change cannot be pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// The source never returns the field, so an update could not be confirmed.
+    WriteOnly(SourceKind),
+    /// CareValidate keys users by email.
+    EmailKeysUser,
+    /// The source needs the field to create a person.
+    NeededToCreate(SourceKind),
+    /// A `create_defaults` template names the field.
+    NamedByTemplate,
+    /// The source has no field that can be written for it.
+    NotWritable,
+    /// The value cannot be encoded for the source (the encoding problem's code).
+    CannotExpress(&'static str),
+}
+
+impl std::fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RefusalReason::WriteOnly(kind) => write!(
+                f,
+                "{kind} never returns this field, so an update could not be confirmed; it is written on create only"
+            ),
+            RefusalReason::EmailKeysUser => f.write_str(
+                "CareValidate keys users by email: an email change cannot be pushed there",
+            ),
+            RefusalReason::NeededToCreate(kind) => {
+                write!(f, "{kind} needs it to create a person, and the person has none")
+            }
+            RefusalReason::NamedByTemplate => f.write_str(
+                "a create_defaults template names this field, and the person has no value for it",
+            ),
+            RefusalReason::NotWritable => {
+                f.write_str("this source has no field that can be written for it")
+            }
+            RefusalReason::CannotExpress(code) => {
+                write!(f, "the value cannot be expressed in this source ({code})")
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -124,6 +169,8 @@ const CAREVALIDATE_LOCKED: [Field; 4] = [
 /// One writable source of the plan.
 struct Target<'a> {
     name: &'a String,
+    /// `name`, shared by the source's refusals.
+    shared_name: Arc<str>,
     kind: SourceKind,
     policy: &'a crate::config::PushPolicy,
     mapping: &'a crate::transform::CompiledMapping,
@@ -179,12 +226,14 @@ pub fn compute(conn: &Connection, config: &Config, mappings: &Mappings) -> Resul
             .collect();
         targets.push(Target {
             name,
+            shared_name: Arc::from(name.as_str()),
             kind: source.kind,
             policy,
             mapping: &mapping.mapping,
             write_only,
         });
     }
+    let started = std::time::Instant::now();
     let mut plan = Plan::default();
     if targets.is_empty() {
         return Ok(plan);
@@ -219,6 +268,12 @@ pub fn compute(conn: &Connection, config: &Config, mappings: &Mappings) -> Resul
         plan.refused.extend(t.update_refused);
         plan.refused.extend(t.create_refused);
     }
+    tracing::debug!(
+        writes = plan.writes.len(),
+        refused = plan.refused.len(),
+        millis = started.elapsed().as_millis() as u64,
+        "plan computed"
+    );
     Ok(plan)
 }
 
@@ -325,22 +380,21 @@ fn plan_update(
         }
         if t.write_only.contains(field) {
             out.update_refused.push(Refusal {
-                source: name.clone(),
+                source: t.shared_name.clone(),
                 external_id: Some(external_id.to_string()),
                 person_id: person,
                 field: *field,
-                reason: format!("{} never returns this field, so an update could not be confirmed; it is written on create only", t.kind),
+                reason: RefusalReason::WriteOnly(t.kind),
             });
             continue;
         }
         if t.kind == SourceKind::CarevalidateUsers && *field == Field::Email {
             out.update_refused.push(Refusal {
-                source: name.clone(),
+                source: t.shared_name.clone(),
                 external_id: Some(external_id.to_string()),
                 person_id: person,
                 field: *field,
-                reason: "CareValidate keys users by email: an email change cannot be pushed there"
-                    .into(),
+                reason: RefusalReason::EmailKeysUser,
             });
             continue;
         }
@@ -358,7 +412,7 @@ fn plan_update(
     let external_id = external_id.to_string();
     let (changes, payload) = keep_encodable(
         &mut out.update_refused,
-        name,
+        &t.shared_name,
         Some(&external_id),
         person,
         changes,
@@ -394,14 +448,11 @@ fn plan_create(
     for alternatives in required_for_create(t.kind) {
         if !alternatives.iter().any(|f| want.contains_key(f)) {
             out.create_refused.push(Refusal {
-                source: name.clone(),
+                source: t.shared_name.clone(),
                 external_id: None,
                 person_id: person,
                 field: alternatives[0],
-                reason: format!(
-                    "{} needs it to create a person, and the person has none",
-                    t.kind
-                ),
+                reason: RefusalReason::NeededToCreate(t.kind),
             });
             return;
         }
@@ -446,7 +497,7 @@ fn plan_create(
     };
     let (changes, payload) = keep_encodable(
         &mut out.create_refused,
-        name,
+        &t.shared_name,
         None,
         person,
         changes,
@@ -456,11 +507,11 @@ fn plan_create(
         Ok(d) => d,
         Err(field) => {
             out.create_refused.push(Refusal {
-                source: name.clone(),
+                source: t.shared_name.clone(),
                 external_id: None,
                 person_id: person,
                 field,
-                reason: "a create_defaults template names this field, and the person has no value for it".into(),
+                reason: RefusalReason::NamedByTemplate,
             });
             return;
         }
@@ -521,7 +572,7 @@ fn fill_templates(
 /// Drops the changes the source cannot hold or encode, recording why.
 fn keep_encodable(
     refused: &mut Vec<Refusal>,
-    source: &str,
+    source: &Arc<str>,
     external_id: Option<&String>,
     person: i64,
     changes: Vec<FieldChange>,
@@ -531,25 +582,22 @@ fn keep_encodable(
     for field in &payload.not_writable {
         dropped.insert(*field);
         refused.push(Refusal {
-            source: source.into(),
+            source: source.clone(),
             external_id: external_id.cloned(),
             person_id: person,
             field: *field,
-            reason: "this source has no field that can be written for it".into(),
+            reason: RefusalReason::NotWritable,
         });
     }
     for p in &payload.problems {
         if let Some(field) = Field::from_name(p.target) {
             dropped.insert(field);
             refused.push(Refusal {
-                source: source.into(),
+                source: source.clone(),
                 external_id: external_id.cloned(),
                 person_id: person,
                 field,
-                reason: format!(
-                    "the value cannot be expressed in this source ({})",
-                    p.reason.code()
-                ),
+                reason: RefusalReason::CannotExpress(p.reason.code()),
             });
         }
     }
@@ -678,11 +726,11 @@ impl Plan {
                 "warnings": w.warnings,
             })).collect::<Vec<_>>(),
             "refused": self.refused.iter().map(|r| json!({
-                "source": r.source,
+                "source": &*r.source,
                 "external_id": r.external_id,
                 "person_id": r.person_id,
                 "field": r.field.name(),
-                "reason": r.reason,
+                "reason": r.reason.to_string(),
             })).collect::<Vec<_>>(),
         })
     }
