@@ -29,11 +29,14 @@ pub struct PushArgs {
 pub async fn plan(config: Config, args: PlanArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&config.store_path)?;
     let plan = Pipeline::new(config, &store)?.plan().await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&plan.to_json())?);
+        plan.write_json(&mut out)?;
+        writeln!(out)?;
     } else {
-        print!("{}", plan.render());
+        plan.write_text(&mut out)?;
     }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -41,7 +44,11 @@ pub async fn push(config: Config, args: PushArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&config.store_path)?;
     let pipeline = Pipeline::new(config, &store)?;
     let plan = pipeline.plan().await?;
-    print!("{}", plan.render());
+    {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        plan.write_text(&mut out)?;
+        out.flush()?;
+    }
     if plan.writes.is_empty() || args.dry_run {
         return Ok(ExitCode::SUCCESS);
     }

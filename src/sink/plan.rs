@@ -2,7 +2,6 @@
 //! (survivorship and operator overrides), computed from the store without touching any API.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -100,7 +99,10 @@ impl std::fmt::Display for RefusalReason {
                 "CareValidate keys users by email: an email change cannot be pushed there",
             ),
             RefusalReason::NeededToCreate(kind) => {
-                write!(f, "{kind} needs it to create a person, and the person has none")
+                write!(
+                    f,
+                    "{kind} needs it to create a person, and the person has none"
+                )
             }
             RefusalReason::NamedByTemplate => f.write_str(
                 "a create_defaults template names this field, and the person has no value for it",
@@ -635,30 +637,82 @@ fn show(v: Option<&Value>) -> String {
     }
 }
 
+struct PlanJson<'a>(&'a Plan);
+
+impl serde::Serialize for PlanJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("writes", &Seq(|| self.0.writes.iter().map(write_json)))?;
+        map.serialize_entry("refused", &Seq(|| self.0.refused.iter().map(refusal_json)))?;
+        map.end()
+    }
+}
+
+/// A sequence serialised from an iterator made on demand.
+struct Seq<F>(F);
+
+impl<F, I> serde::Serialize for Seq<F>
+where
+    F: Fn() -> I,
+    I: Iterator,
+    I::Item: serde::Serialize,
+{
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq((self.0)())
+    }
+}
+
+fn write_json(w: &PlannedWrite) -> serde_json::Value {
+    json!({
+        "source": w.source,
+        "kind": w.kind.as_str(),
+        "person_id": w.person_id,
+        "action": w.action.as_str(),
+        "external_id": w.external_id,
+        "changes": w.changes.iter().map(|c| json!({
+            "field": c.field.name(),
+            "old": c.old.as_ref().map(Value::to_json),
+            "new": c.new.to_json(),
+        })).collect::<Vec<_>>(),
+        "payload": w.payload.to_json_body(),
+        "warnings": w.warnings,
+    })
+}
+
+fn refusal_json(r: &Refusal) -> serde_json::Value {
+    json!({
+        "source": &*r.source,
+        "external_id": r.external_id,
+        "person_id": r.person_id,
+        "field": r.field.name(),
+        "reason": r.reason.to_string(),
+    })
+}
+
 impl Plan {
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty() && self.refused.is_empty()
     }
 
     /// The readable per-field diff. It shows values: it is for the operator's terminal, not logs.
-    pub fn render(&self) -> String {
+    pub fn write_text(&self, mut out: impl std::io::Write) -> std::io::Result<()> {
         if self.is_empty() {
-            return "No changes.\n".into();
+            return writeln!(out, "No changes.");
         }
-        let mut out = String::new();
         for w in &self.writes {
             match w.action {
                 Action::Update => {
                     let id = w.external_id.as_deref().unwrap_or("");
-                    let _ = writeln!(out, "update {} {id} (person {})", w.source, w.person_id);
+                    writeln!(out, "update {} {id} (person {})", w.source, w.person_id)?;
                     for c in &w.changes {
-                        let _ = writeln!(
+                        writeln!(
                             out,
                             "    {}: {} -> {}",
                             c.field.name(),
                             show(c.old.as_ref()),
                             show(Some(&c.new))
-                        );
+                        )?;
                     }
                 }
                 Action::Create => {
@@ -668,31 +722,31 @@ impl Plan {
                         .iter()
                         .map(|e| e.source_path.as_str())
                         .collect();
-                    let _ = writeln!(
+                    writeln!(
                         out,
                         "create {} (person {}): {}",
                         w.source,
                         w.person_id,
                         fields.join(", ")
-                    );
+                    )?;
                 }
             }
             for warning in &w.warnings {
-                let _ = writeln!(out, "    note: {warning}");
+                writeln!(out, "    note: {warning}")?;
             }
         }
         if !self.refused.is_empty() {
-            let _ = writeln!(out, "\ncannot be pushed:");
+            writeln!(out, "\ncannot be pushed:")?;
             for r in &self.refused {
                 let id = r.external_id.as_deref().unwrap_or("(new)");
-                let _ = writeln!(
+                writeln!(
                     out,
                     "    {} {id} (person {}) {}: {}",
                     r.source,
                     r.person_id,
                     r.field.name(),
                     r.reason
-                );
+                )?;
             }
         }
         let updates = self
@@ -700,38 +754,17 @@ impl Plan {
             .iter()
             .filter(|w| w.action == Action::Update)
             .count();
-        let _ = writeln!(
+        writeln!(
             out,
             "\n{updates} updates, {} creates, {} refused",
             self.writes.len() - updates,
             self.refused.len()
-        );
-        out
+        )
     }
 
-    pub fn to_json(&self) -> serde_json::Value {
-        json!({
-            "writes": self.writes.iter().map(|w| json!({
-                "source": w.source,
-                "kind": w.kind.as_str(),
-                "person_id": w.person_id,
-                "action": w.action.as_str(),
-                "external_id": w.external_id,
-                "changes": w.changes.iter().map(|c| json!({
-                    "field": c.field.name(),
-                    "old": c.old.as_ref().map(Value::to_json),
-                    "new": c.new.to_json(),
-                })).collect::<Vec<_>>(),
-                "payload": w.payload.to_json_body(),
-                "warnings": w.warnings,
-            })).collect::<Vec<_>>(),
-            "refused": self.refused.iter().map(|r| json!({
-                "source": &*r.source,
-                "external_id": r.external_id,
-                "person_id": r.person_id,
-                "field": r.field.name(),
-                "reason": r.reason.to_string(),
-            })).collect::<Vec<_>>(),
-        })
+    /// Writes the plan as pretty JSON, one write at a time: a plan of a large store holds
+    /// hundreds of thousands of writes, which as one `serde_json::Value` would double its memory.
+    pub fn write_json(&self, out: impl std::io::Write) -> serde_json::Result<()> {
+        serde_json::to_writer_pretty(out, &PlanJson(self))
     }
 }
