@@ -431,14 +431,14 @@ impl LinkIndex {
     /// rests on stronger evidence (an NHS number over another identifier over names and
     /// dates), which is then kept. Depends only on the record's edges and the two candidates'
     /// values, so it is the same in a full and an incremental run.
-    fn ambiguous_edges(&self, live: &[u32], local: &HashMap<u32, usize>) -> HashSet<(u32, u32)> {
+    fn ambiguous_edges(&self, live: &[u32], local: &Positions) -> HashSet<(u32, u32)> {
         let mut out = HashSet::new();
         for &x in live {
             let Some(sx) = self.slot(x) else { continue };
             let candidates: Vec<&Edge> = sx
                 .edges
                 .iter()
-                .filter(|e| local.contains_key(&e.other) && (self.eligible(e) || self.weak(e)))
+                .filter(|e| local.contains(e.other) && (self.eligible(e) || self.weak(e)))
                 .collect();
             for (i, ey) in candidates.iter().enumerate() {
                 for ez in &candidates[i + 1..] {
@@ -476,13 +476,13 @@ impl LinkIndex {
             .copied()
             .filter(|m| self.slot(*m).is_some())
             .collect();
-        let local: HashMap<u32, usize> = live.iter().enumerate().map(|(i, m)| (*m, i)).collect();
+        let local = Positions::new(self.slots.len(), &live);
         let mut edges: Vec<(u32, Edge)> = Vec::new();
         let mut weak: Vec<(u32, Edge)> = Vec::new();
         for &a in &live {
             if let Some(s) = self.slot(a) {
                 for e in &s.edges {
-                    if a < e.other && local.contains_key(&e.other) {
+                    if a < e.other && local.contains(e.other) {
                         if self.eligible(e) {
                             edges.push((a, *e));
                         } else if self.weak(e) {
@@ -509,14 +509,11 @@ impl LinkIndex {
         let is_ambiguous = |a: u32, b: u32| ambiguous.contains(&(a.min(b), a.max(b)));
 
         let mut uf = UnionFind::new(live.len());
-        let mut summary: Vec<ClusterSummary> = live
-            .iter()
-            .map(|m| ClusterSummary::of(*m, self.slot(*m).map(|s| &s.features)))
-            .collect();
+        let mut summary = Summaries::new(self, &live);
         let mut accepted: Vec<Vec<(u32, Rule, f64)>> = vec![Vec::new(); live.len()];
         let mut refused: Vec<(u32, u32, NotLinked)> = Vec::new();
         for (a, e) in &edges {
-            let (Some(&la), Some(&lb)) = (local.get(a), local.get(&e.other)) else {
+            let (Some(la), Some(lb)) = (local.get(*a), local.get(e.other)) else {
                 continue;
             };
             let (ra, rb) = (uf.find(la), uf.find(lb));
@@ -527,14 +524,13 @@ impl LinkIndex {
                 refused.push((*a, e.other, NotLinked::Ambiguous));
                 continue;
             }
-            if let Some(reason) = self.cluster_conflict(&summary[ra], &summary[rb]) {
+            let (sa, sb) = summary.pair(ra, rb);
+            if let Some(reason) = self.cluster_conflict(sa, sb) {
                 refused.push((*a, e.other, reason));
                 continue;
             }
             let root = uf.union(ra, rb);
-            let other = if root == ra { rb } else { ra };
-            let moved = std::mem::take(&mut summary[other]);
-            summary[root].absorb(moved);
+            summary.merge(root, if root == ra { rb } else { ra });
             let rule = e.rule.unwrap_or(Rule::Probabilistic);
             accepted[la].push((e.other, rule, e.score));
             accepted[lb].push((*a, rule, e.score));
@@ -545,7 +541,7 @@ impl LinkIndex {
         let mut rivals: HashMap<usize, BTreeSet<usize>> = HashMap::new();
         for (la, &a) in live.iter().enumerate() {
             for e in self.slot(a).map_or(&[][..], |s| s.edges.as_slice()) {
-                if let Some(&lb) = local.get(&e.other)
+                if let Some(lb) = local.get(e.other)
                     && self.context(e)
                     && roots[la] != roots[lb]
                 {
@@ -559,7 +555,7 @@ impl LinkIndex {
                 .is_some_and(|r| r.len() == 1 && r.contains(&y))
         };
         for (a, e) in &weak {
-            let (Some(&la), Some(&lb)) = (local.get(a), local.get(&e.other)) else {
+            let (Some(la), Some(lb)) = (local.get(*a), local.get(e.other)) else {
                 continue;
             };
             let (pa, pb) = (roots[la], roots[lb]);
@@ -576,27 +572,28 @@ impl LinkIndex {
             }
             // A source rarely holds one person twice: on weak evidence, a second record of
             // the same source is more likely a namesake.
-            if self.share_source(&summary[ra], &summary[rb]) {
+            let (sa, sb) = summary.pair(ra, rb);
+            if self.share_source(sa, sb) {
                 refused.push((*a, e.other, NotLinked::Ambiguous));
                 continue;
             }
-            if let Some(reason) = self.cluster_conflict(&summary[ra], &summary[rb]) {
+            if let Some(reason) = self.cluster_conflict(sa, sb) {
                 refused.push((*a, e.other, reason));
                 continue;
             }
             let root = uf.union(ra, rb);
-            let other = if root == ra { rb } else { ra };
-            let moved = std::mem::take(&mut summary[other]);
-            summary[root].absorb(moved);
+            summary.merge(root, if root == ra { rb } else { ra });
             accepted[la].push((e.other, Rule::UniqueCandidate, e.score));
             accepted[lb].push((*a, Rule::UniqueCandidate, e.score));
         }
 
         // Anchor = smallest record; each other record links through its tree parent.
-        let mut groups: HashMap<usize, Vec<u32>> = HashMap::new();
-        for (i, m) in live.iter().enumerate() {
-            groups.entry(uf.find(i)).or_default().push(*m);
-        }
+        let mut by_root: Vec<(usize, u32)> = live
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (uf.find(i), *m))
+            .collect();
+        by_root.sort_unstable();
         for &m in &live {
             if let Some(s) = self.slot_mut(m) {
                 s.refused.clear();
@@ -610,7 +607,15 @@ impl LinkIndex {
                 s.refused.push((a, reason));
             }
         }
-        for group in groups.into_values() {
+        for group in by_root.chunk_by(|x, y| x.0 == y.0) {
+            if let [(_, only)] = group {
+                if let Some(s) = self.slot_mut(*only) {
+                    s.cluster = *only;
+                    s.link = None;
+                }
+                continue;
+            }
+            let group: Vec<u32> = group.iter().map(|(_, m)| *m).collect();
             let Some(anchor) = group
                 .iter()
                 .copied()
@@ -622,7 +627,7 @@ impl LinkIndex {
             links.insert(anchor, None);
             let mut queue = std::collections::VecDeque::from([anchor]);
             while let Some(x) = queue.pop_front() {
-                let Some(&lx) = local.get(&x) else { continue };
+                let Some(lx) = local.get(x) else { continue };
                 for &(y, rule, score) in &accepted[lx] {
                     if let std::collections::hash_map::Entry::Vacant(v) = links.entry(y) {
                         v.insert(Some((rule, score, x)));
@@ -974,6 +979,78 @@ impl ClusterSummary {
         self.conflicted_nhs |= other.conflicted_nhs;
         self.birth_date = self.birth_date.or(other.birth_date);
         self.gender = self.gender.or(other.gender);
+    }
+}
+
+/// The summaries of the clusters being formed, by union-find root (a position in `live`):
+/// made when a record first takes part in a union, as most records never do.
+struct Summaries<'a> {
+    index: &'a LinkIndex,
+    live: &'a [u32],
+    of: Vec<Option<ClusterSummary>>,
+}
+
+impl<'a> Summaries<'a> {
+    fn new(index: &'a LinkIndex, live: &'a [u32]) -> Self {
+        Summaries {
+            index,
+            live,
+            of: (0..live.len()).map(|_| None).collect(),
+        }
+    }
+
+    fn make(&mut self, at: usize) {
+        if self.of[at].is_none() {
+            let id = self.live[at];
+            self.of[at] = Some(ClusterSummary::of(
+                id,
+                self.index.slot(id).map(|s| &s.features),
+            ));
+        }
+    }
+
+    fn pair(&mut self, a: usize, b: usize) -> (&ClusterSummary, &ClusterSummary) {
+        self.make(a);
+        self.make(b);
+        match (&self.of[a], &self.of[b]) {
+            (Some(x), Some(y)) => (x, y),
+            _ => unreachable!("both summaries were just made"),
+        }
+    }
+
+    /// `other`'s cluster joined `root`'s (both summaries made by [`Summaries::pair`]).
+    fn merge(&mut self, root: usize, other: usize) {
+        if let Some(moved) = self.of[other].take()
+            && let Some(kept) = self.of[root].as_mut()
+        {
+            kept.absorb(moved);
+        }
+    }
+}
+
+/// Each slot's position in a list of slots (slot ids are dense, so a vector, not a map).
+struct Positions(Vec<u32>);
+
+impl Positions {
+    const NONE: u32 = u32::MAX;
+
+    fn new(slots: usize, list: &[u32]) -> Positions {
+        let mut at = vec![Self::NONE; slots];
+        for (i, slot) in list.iter().enumerate() {
+            at[*slot as usize] = i as u32;
+        }
+        Positions(at)
+    }
+
+    fn get(&self, slot: u32) -> Option<usize> {
+        match self.0.get(slot as usize) {
+            Some(&i) if i != Self::NONE => Some(i as usize),
+            _ => None,
+        }
+    }
+
+    fn contains(&self, slot: u32) -> bool {
+        self.get(slot).is_some()
     }
 }
 
