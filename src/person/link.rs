@@ -345,6 +345,10 @@ fn persist(
          ON CONFLICT (source, external_id) DO UPDATE SET person_id = excluded.person_id, rule = excluded.rule,
              score = excluded.score, linked_at = excluded.linked_at",
     )?;
+    // A record without a stored link has no row to conflict with.
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO person_link (source, external_id, kind, person_id, rule, score, linked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
     for (cluster, id) in clusters.iter().zip(&ids) {
         for m in &cluster.members {
             in_clusters.insert(&m.record);
@@ -356,7 +360,12 @@ fn persist(
             let new: StoredLink = (id.0, rule, score);
             let old = previous.get(&m.record);
             if old.map(|o| (o.0, &o.1)) != Some((new.0, &new.1)) {
-                upsert.execute(params![
+                let write = if old.is_some() {
+                    &mut upsert
+                } else {
+                    &mut insert
+                };
+                write.execute(params![
                     m.record.source,
                     m.record.external_id,
                     m.kind.as_str(),
