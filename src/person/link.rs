@@ -17,7 +17,7 @@ use super::materialize::{
     Materialized, PersonRows, choose_rows, load_all_overrides, load_observations, load_overrides,
     values_from_json, write_rows,
 };
-use super::scan::{Read, for_each_person};
+use super::scan::{Read, deleted_upstream, for_each_person};
 use super::survivorship::Policy;
 use crate::identity::{
     Candidate, Cluster, InputRecord, LinkIndex, MatchConfig, PersonId, Prepared, RecordRef,
@@ -155,7 +155,9 @@ const PREPARE_CHUNK: usize = 8192;
 
 /// Every live (not deleted upstream) canonical record, prepared for the link index.
 fn prepare_live(conn: &Connection) -> Result<Vec<Prepared>> {
-    let mut stmt = conn.prepare(LIVE_SQL)?;
+    let deleted = deleted_upstream(conn)?;
+    let mut stmt =
+        conn.prepare("SELECT source, external_id, kind, values_json FROM canonical_record")?;
     let mut rows = stmt.query([])?;
     let mut prepared = Vec::new();
     let mut chunk: Vec<(String, String, String, String)> = Vec::with_capacity(PREPARE_CHUNK);
@@ -163,7 +165,13 @@ fn prepare_live(conn: &Connection) -> Result<Vec<Prepared>> {
         let row = rows.next()?;
         let done = row.is_none();
         if let Some(r) = row {
-            chunk.push((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?));
+            let (source, external_id): (String, String) = (r.get(0)?, r.get(1)?);
+            if !deleted
+                .get(&source)
+                .is_some_and(|ids| ids.contains(&external_id))
+            {
+                chunk.push((source, external_id, r.get(2)?, r.get(3)?));
+            }
         }
         if chunk.len() == PREPARE_CHUNK || done {
             prepared.extend(prepare_all(

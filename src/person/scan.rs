@@ -51,6 +51,24 @@ pub enum Read {
     WithLiveHash,
 }
 
+/// Source → external ids of the records deleted upstream.
+pub type DeletedUpstream = HashMap<String, HashSet<String>>;
+
+/// The records deleted upstream, from their partial index: few, and found without visiting
+/// the kilobyte `source_record` row of every live record.
+pub fn deleted_upstream(conn: &Connection) -> Result<DeletedUpstream> {
+    let mut deleted = DeletedUpstream::new();
+    let mut stmt = conn.prepare(
+        "SELECT source, external_id FROM source_record INDEXED BY source_record_deleted
+         WHERE deleted_at IS NOT NULL",
+    )?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))? {
+        let (source, external_id) = row?;
+        deleted.entry(source).or_default().insert(external_id);
+    }
+    Ok(deleted)
+}
+
 /// Persons per batch handed to a worker.
 const PERSONS_PER_BATCH: usize = 256;
 
@@ -98,18 +116,11 @@ where
              ORDER BY l.person_id, l.source, l.external_id"
         }
     };
-    // Source → external ids deleted upstream.
-    let mut deleted: HashMap<String, HashSet<String>> = HashMap::new();
-    if read == Read::WithLiveHash {
-        let mut stmt = conn.prepare(
-            "SELECT source, external_id FROM source_record INDEXED BY source_record_deleted
-             WHERE deleted_at IS NOT NULL",
-        )?;
-        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))? {
-            let (source, external_id) = row?;
-            deleted.entry(source).or_default().insert(external_id);
-        }
-    }
+    let deleted = if read == Read::WithLiveHash {
+        deleted_upstream(conn)?
+    } else {
+        DeletedUpstream::new()
+    };
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (to_workers, from_reader) = mpsc::sync_channel::<(usize, Batch)>(workers * 2);
     let from_reader = Mutex::new(from_reader);

@@ -353,14 +353,28 @@ fn write_canonical(
             values_json,
             problems_json,
         } => {
-            tx.prepare_cached(
+            // A plain INSERT where no row can conflict: an upsert costs SQLite a statement
+            // journal of the pages it touches.
+            let sql = if stored.canonical {
                 "INSERT INTO canonical_record (source, external_id, kind, content_hash, mapping_hash, values_json, problems_json, mapped_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (source, external_id) DO UPDATE SET kind = excluded.kind, content_hash = excluded.content_hash,
                      mapping_hash = excluded.mapping_hash, values_json = excluded.values_json,
-                     problems_json = excluded.problems_json, mapped_at = excluded.mapped_at",
-            )?
-            .execute(params![source, record.external_id, page.kind, record.content_hash, mapping_hash, values_json, problems_json, now])?;
+                     problems_json = excluded.problems_json, mapped_at = excluded.mapped_at"
+            } else {
+                "INSERT INTO canonical_record (source, external_id, kind, content_hash, mapping_hash, values_json, problems_json, mapped_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            };
+            tx.prepare_cached(sql)?.execute(params![
+                source,
+                record.external_id,
+                page.kind,
+                record.content_hash,
+                mapping_hash,
+                values_json,
+                problems_json,
+                now
+            ])?;
             if stored.failure {
                 tx.prepare_cached(
                     "DELETE FROM mapping_failure WHERE source = ?1 AND external_id = ?2",
@@ -370,13 +384,23 @@ fn write_canonical(
             counts.mapped += 1;
         }
         Canonical::Failed { code, reason } => {
-            tx.prepare_cached(
+            let sql = if stored.failure {
                 "INSERT INTO mapping_failure (source, external_id, code, reason, mapping_hash, failed_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (source, external_id) DO UPDATE SET code = excluded.code, reason = excluded.reason,
-                     mapping_hash = excluded.mapping_hash, failed_at = excluded.failed_at",
-            )?
-            .execute(params![source, record.external_id, code, reason, mapping_hash, now])?;
+                     mapping_hash = excluded.mapping_hash, failed_at = excluded.failed_at"
+            } else {
+                "INSERT INTO mapping_failure (source, external_id, code, reason, mapping_hash, failed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+            };
+            tx.prepare_cached(sql)?.execute(params![
+                source,
+                record.external_id,
+                code,
+                reason,
+                mapping_hash,
+                now
+            ])?;
             // Its old canonical form no longer describes the record.
             if stored.canonical {
                 tx.prepare_cached(
