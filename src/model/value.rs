@@ -83,6 +83,23 @@ impl Value {
     }
 
     /// Reads the canonical JSON form back for a given type. Strict: no coercions.
+    /// [`Value::from_json`] of a value the caller no longer needs: text is moved, not copied.
+    pub fn from_json_owned(ty: ValueType, json: serde_json::Value) -> Result<Value, InvalidValue> {
+        use serde_json::Value as J;
+        match (ty, json) {
+            (ValueType::Text, J::String(s)) => Ok(Value::Text(s)),
+            (ValueType::TextList, J::Array(items)) => items
+                .into_iter()
+                .map(|i| match i {
+                    J::String(s) => Ok(s),
+                    _ => Err(InvalidValue::WrongType(ty.as_str())),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::TextList),
+            (ty, json) => Value::from_json(ty, &json),
+        }
+    }
+
     pub fn from_json(ty: ValueType, json: &serde_json::Value) -> Result<Value, InvalidValue> {
         use serde_json::Value as J;
         let wrong = InvalidValue::WrongType(ty.as_str());

@@ -138,7 +138,7 @@ impl<'de> serde::de::Visitor<'de> for ValuesVisitor {
             };
             let json: serde_json::Value = map.next_value()?;
             // A later duplicate key replaces an earlier one, as in a JSON map.
-            match Value::from_json(field.value_type(), &json) {
+            match Value::from_json_owned(field.value_type(), json) {
                 Ok(v) => values.insert(field, v),
                 Err(_) => values.remove(field),
             };
@@ -467,6 +467,7 @@ mod tests {
             r#"{"given_\u006eame":"Esc","email":"a@example.org","allergies":["nuts","dust"]}"#,
             r#"{"given_name":"First","given_name":"Second"}"#,
             r#"{"given_name":"Kept","given_name":42}"#,
+            r#"{"health_profile.allergies":["nuts",1],"health_profile.medications":["a","b"],"given_name":"Ann"}"#,
             r#"{}"#,
             r#"[1,2]"#,
             r#"{"given_name":"Ann"} trailing"#,

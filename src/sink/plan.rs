@@ -324,7 +324,7 @@ fn plan_person(
                     external_id: l.external_id.clone(),
                     kind,
                     values,
-                    observed_at: l.mapped_at.clone().unwrap_or_default(),
+                    observed_at: l.mapped_at.take().unwrap_or_default(),
                 });
             }
             (values, _) => {
