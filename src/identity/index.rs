@@ -949,7 +949,6 @@ impl Blocks {
 }
 
 /// What a cluster holds that a merge must not contradict.
-#[derive(Default)]
 struct ClusterSummary {
     members: Vec<u32>,
     nhs: Option<String>,
