@@ -348,15 +348,19 @@ fn persist(
     let phase = Instant::now();
     let mut affected_persons: BTreeSet<i64> = BTreeSet::new();
     let mut in_clusters: HashSet<&RecordRef> = HashSet::new();
-    let mut upsert = tx.prepare_cached(
-        "INSERT INTO person_link (source, external_id, kind, person_id, rule, score, linked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (source, external_id) DO UPDATE SET person_id = excluded.person_id, rule = excluded.rule,
-             score = excluded.score, linked_at = excluded.linked_at",
-    )?;
+    macro_rules! insert_link {
+        () => {
+            "INSERT INTO person_link (source, external_id, kind, person_id, rule, score, linked_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+        };
+    }
+    let mut upsert = tx.prepare_cached(concat!(
+        insert_link!(),
+        " ON CONFLICT (source, external_id) DO UPDATE SET person_id = excluded.person_id,
+             rule = excluded.rule, score = excluded.score, linked_at = excluded.linked_at"
+    ))?;
     // A record without a stored link has no row to conflict with.
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO person_link (source, external_id, kind, person_id, rule, score, linked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
+    let mut insert = tx.prepare_cached(insert_link!())?;
     for (cluster, id) in clusters.iter().zip(&ids) {
         for m in &cluster.members {
             in_clusters.insert(&m.record);

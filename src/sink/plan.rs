@@ -643,7 +643,10 @@ impl serde::Serialize for PlanJson<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut map = serializer.serialize_map(Some(2))?;
-        map.serialize_entry("writes", &Seq(|| self.0.writes.iter().map(write_json)))?;
+        map.serialize_entry(
+            "writes",
+            &Seq(|| self.0.writes.iter().map(planned_write_json)),
+        )?;
         map.serialize_entry("refused", &Seq(|| self.0.refused.iter().map(refusal_json)))?;
         map.end()
     }
@@ -663,7 +666,7 @@ where
     }
 }
 
-fn write_json(w: &PlannedWrite) -> serde_json::Value {
+fn planned_write_json(w: &PlannedWrite) -> serde_json::Value {
     json!({
         "source": w.source,
         "kind": w.kind.as_str(),
