@@ -24,7 +24,7 @@ use crate::identity::{
     assign_person_ids, prepare_all,
 };
 use crate::source::kind::SourceKind;
-use crate::store::now_rfc3339;
+use crate::store::{insert_or_upsert, now_rfc3339};
 
 /// What a link step did (counts only).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -348,19 +348,6 @@ fn persist(
     let phase = Instant::now();
     let mut affected_persons: BTreeSet<i64> = BTreeSet::new();
     let mut in_clusters: HashSet<&RecordRef> = HashSet::new();
-    macro_rules! insert_link {
-        () => {
-            "INSERT INTO person_link (source, external_id, kind, person_id, rule, score, linked_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-        };
-    }
-    let mut upsert = tx.prepare_cached(concat!(
-        insert_link!(),
-        " ON CONFLICT (source, external_id) DO UPDATE SET person_id = excluded.person_id,
-             rule = excluded.rule, score = excluded.score, linked_at = excluded.linked_at"
-    ))?;
-    // A record without a stored link has no row to conflict with.
-    let mut insert = tx.prepare_cached(insert_link!())?;
     for (cluster, id) in clusters.iter().zip(&ids) {
         for m in &cluster.members {
             in_clusters.insert(&m.record);
@@ -372,12 +359,14 @@ fn persist(
             let new: StoredLink = (id.0, rule, score);
             let old = previous.get(&m.record);
             if old.map(|o| (o.0, &o.1)) != Some((new.0, &new.1)) {
-                let write = if old.is_some() {
-                    &mut upsert
-                } else {
-                    &mut insert
-                };
-                write.execute(params![
+                tx.prepare_cached(insert_or_upsert!(
+                    old.is_some(),
+                    "INSERT INTO person_link (source, external_id, kind, person_id, rule, score, linked_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "ON CONFLICT (source, external_id) DO UPDATE SET person_id = excluded.person_id,
+                         rule = excluded.rule, score = excluded.score, linked_at = excluded.linked_at",
+                ))?
+                .execute(params![
                     m.record.source,
                     m.record.external_id,
                     m.kind.as_str(),

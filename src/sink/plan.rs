@@ -170,9 +170,8 @@ const CAREVALIDATE_LOCKED: [Field; 4] = [
 
 /// One writable source of the plan.
 struct Target<'a> {
-    name: &'a String,
-    /// `name`, shared by the source's refusals.
-    shared_name: Arc<str>,
+    /// Shared by the source's refusals.
+    name: Arc<str>,
     kind: SourceKind,
     policy: &'a crate::config::PushPolicy,
     mapping: &'a crate::transform::CompiledMapping,
@@ -227,8 +226,7 @@ pub fn compute(conn: &Connection, config: &Config, mappings: &Mappings) -> Resul
             .map(|(field, _)| field)
             .collect();
         targets.push(Target {
-            name,
-            shared_name: Arc::from(name.as_str()),
+            name: Arc::from(name.as_str()),
             kind: source.kind,
             policy,
             mapping: &mapping.mapping,
@@ -294,13 +292,13 @@ fn plan_person(
         !t.policy.fields.is_empty()
             && links
                 .iter()
-                .any(|l| &l.source == t.name && l.values.is_some() && l.live_hash.is_some())
+                .any(|l| *l.source == *t.name && l.values.is_some() && l.live_hash.is_some())
     });
     let creates: Vec<bool> = targets
         .iter()
         .map(|t| {
             t.policy.create
-                && !links.iter().any(|l| &l.source == t.name)
+                && !links.iter().any(|l| *l.source == *t.name)
                 && links.iter().any(|l| {
                     l.kind
                         .parse::<SourceKind>()
@@ -337,7 +335,7 @@ fn plan_person(
     for ((t, out), create) in targets.iter().zip(out.iter_mut()).zip(creates) {
         if !t.policy.fields.is_empty() {
             for (i, l) in links.iter().enumerate() {
-                if &l.source != t.name {
+                if *l.source != *t.name {
                     continue;
                 }
                 let Some(hash) = &l.live_hash else {
@@ -370,7 +368,6 @@ fn plan_update(
     have: &CanonicalValues,
     want: &BTreeMap<Field, Chosen>,
 ) {
-    let name = t.name;
     let mut changes = Vec::new();
     for field in &t.policy.fields {
         let Some(new) = want.get(field).map(|c| c.value.clone()) else {
@@ -382,7 +379,7 @@ fn plan_update(
         }
         if t.write_only.contains(field) {
             out.update_refused.push(Refusal {
-                source: t.shared_name.clone(),
+                source: t.name.clone(),
                 external_id: Some(external_id.to_string()),
                 person_id: person,
                 field: *field,
@@ -392,7 +389,7 @@ fn plan_update(
         }
         if t.kind == SourceKind::CarevalidateUsers && *field == Field::Email {
             out.update_refused.push(Refusal {
-                source: t.shared_name.clone(),
+                source: t.name.clone(),
                 external_id: Some(external_id.to_string()),
                 person_id: person,
                 field: *field,
@@ -414,7 +411,7 @@ fn plan_update(
     let external_id = external_id.to_string();
     let (changes, payload) = keep_encodable(
         &mut out.update_refused,
-        &t.shared_name,
+        &t.name,
         Some(&external_id),
         person,
         changes,
@@ -425,7 +422,7 @@ fn plan_update(
     }
     let warnings = locked_warnings(t.kind, &changes);
     out.updates.push(PlannedWrite {
-        source: name.clone(),
+        source: t.name.to_string(),
         kind: t.kind,
         person_id: person,
         action: Action::Update,
@@ -446,11 +443,10 @@ fn plan_create(
     person: i64,
     want: &BTreeMap<Field, Chosen>,
 ) {
-    let name = t.name;
     for alternatives in required_for_create(t.kind) {
         if !alternatives.iter().any(|f| want.contains_key(f)) {
             out.create_refused.push(Refusal {
-                source: t.shared_name.clone(),
+                source: t.name.clone(),
                 external_id: None,
                 person_id: person,
                 field: alternatives[0],
@@ -499,7 +495,7 @@ fn plan_create(
     };
     let (changes, payload) = keep_encodable(
         &mut out.create_refused,
-        &t.shared_name,
+        &t.name,
         None,
         person,
         changes,
@@ -509,7 +505,7 @@ fn plan_create(
         Ok(d) => d,
         Err(field) => {
             out.create_refused.push(Refusal {
-                source: t.shared_name.clone(),
+                source: t.name.clone(),
                 external_id: None,
                 person_id: person,
                 field,
@@ -519,7 +515,7 @@ fn plan_create(
         }
     };
     out.creates.push(PlannedWrite {
-        source: name.clone(),
+        source: t.name.to_string(),
         kind: t.kind,
         person_id: person,
         action: Action::Create,

@@ -143,6 +143,14 @@ mod tests {
 
     const SOURCE: &str = "care360";
 
+    /// A fresh store, the test mapping, and a look-up on the store (keep the folder alive).
+    fn fixture() -> (tempfile::TempDir, Store, KindMapping, AlreadyMapped) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let lookup = AlreadyMapped::new(&store.path);
+        (dir, store, mapping(), lookup)
+    }
+
     fn mapping() -> KindMapping {
         Mappings::builtin()
             .unwrap()
@@ -215,10 +223,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_live_records_of_the_same_content_and_mapping_version_are_unchanged() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
-        let m = mapping();
-        let lookup = AlreadyMapped::new(&store.path);
+        let (_dir, store, m, lookup) = fixture();
         let mapped = payload("a@example.org", "Ann");
         let failed = r#"{"firstName":"Bo"}"#.to_string();
         let deleted = payload("d@example.org", "Di");
@@ -279,10 +284,7 @@ mod tests {
     /// Only mapping failures of the current version: still worth looking up.
     #[tokio::test]
     async fn a_source_holding_only_mapping_failures_is_looked_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
-        let m = mapping();
-        let lookup = AlreadyMapped::new(&store.path);
+        let (_dir, store, m, lookup) = fixture();
         assert!(
             !lookup.holds_any(SOURCE, &m.hash).unwrap(),
             "an empty store"
@@ -307,10 +309,7 @@ mod tests {
     /// its canonical form and queues it for linking; otherwise it maps nothing.
     #[tokio::test]
     async fn the_writer_maps_a_record_whose_unchanged_mark_went_stale() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
-        let m = mapping();
-        let lookup = AlreadyMapped::new(&store.path);
+        let (_dir, store, m, lookup) = fixture();
         let id = "a@example.org";
         let v1 = payload(id, "Ann");
         let v2 = payload(id, "Anne");

@@ -6,6 +6,20 @@
 mod already_mapped;
 mod writer;
 
+/// The statement `$insert`, or (when a row may already exist) it with `$on_conflict` after
+/// it. A plain INSERT where no row can conflict: an upsert makes SQLite journal every page it
+/// touches, in case it has to undo the statement.
+macro_rules! insert_or_upsert {
+    ($may_exist:expr, $insert:literal, $on_conflict:literal $(,)?) => {
+        if $may_exist {
+            concat!($insert, " ", $on_conflict)
+        } else {
+            $insert
+        }
+    };
+}
+pub(crate) use insert_or_upsert;
+
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, anyhow};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::now_rfc3339;
+use super::{insert_or_upsert, now_rfc3339};
 use crate::sync::mapping::{KindMapping, map_payload};
 
 const ROWS_PER_TRANSACTION: usize = 1000;
@@ -353,24 +353,14 @@ fn write_canonical(
             values_json,
             problems_json,
         } => {
-            macro_rules! insert_canonical {
-                () => {
-                    "INSERT INTO canonical_record (source, external_id, kind, content_hash, mapping_hash, values_json, problems_json, mapped_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-                };
-            }
-            // A plain INSERT where no row can conflict: an upsert costs SQLite a statement
-            // journal of the pages it touches.
-            let sql = if stored.canonical {
-                concat!(
-                    insert_canonical!(),
-                    " ON CONFLICT (source, external_id) DO UPDATE SET kind = excluded.kind, content_hash = excluded.content_hash,
+            let sql = insert_or_upsert!(
+                stored.canonical,
+                "INSERT INTO canonical_record (source, external_id, kind, content_hash, mapping_hash, values_json, problems_json, mapped_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "ON CONFLICT (source, external_id) DO UPDATE SET kind = excluded.kind, content_hash = excluded.content_hash,
                      mapping_hash = excluded.mapping_hash, values_json = excluded.values_json,
-                     problems_json = excluded.problems_json, mapped_at = excluded.mapped_at"
-                )
-            } else {
-                insert_canonical!()
-            };
+                     problems_json = excluded.problems_json, mapped_at = excluded.mapped_at",
+            );
             tx.prepare_cached(sql)?.execute(params![
                 source,
                 record.external_id,
@@ -390,21 +380,13 @@ fn write_canonical(
             counts.mapped += 1;
         }
         Canonical::Failed { code, reason } => {
-            macro_rules! insert_failure {
-                () => {
-                    "INSERT INTO mapping_failure (source, external_id, code, reason, mapping_hash, failed_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
-                };
-            }
-            let sql = if stored.failure {
-                concat!(
-                    insert_failure!(),
-                    " ON CONFLICT (source, external_id) DO UPDATE SET code = excluded.code, reason = excluded.reason,
-                     mapping_hash = excluded.mapping_hash, failed_at = excluded.failed_at"
-                )
-            } else {
-                insert_failure!()
-            };
+            let sql = insert_or_upsert!(
+                stored.failure,
+                "INSERT INTO mapping_failure (source, external_id, code, reason, mapping_hash, failed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "ON CONFLICT (source, external_id) DO UPDATE SET code = excluded.code, reason = excluded.reason,
+                     mapping_hash = excluded.mapping_hash, failed_at = excluded.failed_at",
+            );
             tx.prepare_cached(sql)?.execute(params![
                 source,
                 record.external_id,
