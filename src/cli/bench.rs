@@ -68,6 +68,9 @@ struct Report {
     sources: Vec<SourceFigures>,
     nochange_sync_secs: f64,
     nochange_sync_rows_written: u64,
+    /// Every row the store's writer inserted, updated or deleted during the no-change sync,
+    /// the runs' bookkeeping included (sync_run, sync_state, scan_sighting).
+    nochange_sync_store_rows_changed: u64,
     /// Records the no-change sync read and mapped: those not found already mapped.
     nochange_sync_records_mapped: u64,
     /// Every stored record relinked by a fresh link index into empty person tables.
@@ -170,6 +173,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             Some(elapsed.as_secs_f64() / window_floor.max(f64::EPSILON));
     }
 
+    let changes_before = total_changes(&store).await?;
     let started = Instant::now();
     let again = pipeline
         .run(&RunOptions {
@@ -179,6 +183,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         })
         .await?;
     report.nochange_sync_secs = started.elapsed().as_secs_f64();
+    report.nochange_sync_store_rows_changed =
+        total_changes(&store).await?.saturating_sub(changes_before);
     check_all_succeeded(&again)?;
     let again = again.sources;
     report.nochange_sync_rows_written = again
@@ -288,6 +294,11 @@ fn floor_secs(outcomes: &[SourceOutcome], config: &crate::config::Config) -> (f6
 /// Copies the write-ahead log into the database, untimed, so that a stage timed alone does not
 /// share the machine with the background checkpoint of the stage before it (as it would not
 /// in a new process).
+/// Rows the writer's connection has inserted, updated or deleted since it opened.
+async fn total_changes(store: &Store) -> anyhow::Result<u64> {
+    store.writer.call(|conn| Ok(conn.total_changes())).await
+}
+
 async fn settle(store: &Store) -> anyhow::Result<()> {
     store
         .writer
@@ -634,8 +645,13 @@ fn render(r: &Report) -> String {
     let _ = writeln!(out, "  wall time          {:>12.2} s", r.nochange_sync_secs);
     let _ = writeln!(
         out,
-        "  rows written       {:>12}",
+        "  rows written       {:>12}   (records, canonical forms, deletions)",
         r.nochange_sync_rows_written
+    );
+    let _ = writeln!(
+        out,
+        "  store rows changed {:>12}   (every table; bookkeeping: runs, checkpoints, sightings)",
+        r.nochange_sync_store_rows_changed
     );
     let _ = writeln!(
         out,

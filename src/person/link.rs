@@ -558,7 +558,7 @@ mod tests {
         for i in 0..n {
             let id = format!("r{i}");
             tx.execute(
-                "INSERT INTO source_record (source, external_id, kind, payload, content_hash, first_seen_at, last_seen_at, changed_at, seen_scan, deleted_at)
+                "INSERT INTO source_record (source, external_id, kind, payload, content_hash, first_seen_at, sighting_stored_at, changed_at, sighting_scan, deleted_at)
                  VALUES ('homes', ?1, 'carehq_service_users', '{}', 'h', 't', 't', 't', 1, ?2)",
                 params![id, (i == 5).then_some("t")],
             )

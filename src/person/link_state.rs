@@ -493,7 +493,7 @@ mod tests {
     fn put(conn: &Connection, r: &InputRecord) {
         let values = serde_json::Value::Object(r.values.to_json()).to_string();
         conn.execute(
-            "INSERT INTO source_record (source, external_id, kind, payload, content_hash, first_seen_at, last_seen_at, changed_at, seen_scan, deleted_at)
+            "INSERT INTO source_record (source, external_id, kind, payload, content_hash, first_seen_at, sighting_stored_at, changed_at, sighting_scan, deleted_at)
              VALUES (?1, ?2, ?3, '{}', 'h', 't', 't', 't', 1, NULL)
              ON CONFLICT (source, external_id) DO UPDATE SET deleted_at = NULL",
             params![r.record.source, r.record.external_id, r.kind.as_str()],

@@ -336,7 +336,7 @@ mod tests {
         let (_dir, conn) = store(3);
         for (id, deleted) in [("p1r0", None), ("p1r1", Some("t")), ("p2r0", None)] {
             conn.execute(
-                "INSERT INTO source_record (source, external_id, kind, payload, content_hash, first_seen_at, last_seen_at, changed_at, seen_scan, deleted_at)
+                "INSERT INTO source_record (source, external_id, kind, payload, content_hash, first_seen_at, sighting_stored_at, changed_at, sighting_scan, deleted_at)
                  VALUES ('homes', ?1, 'carehq_service_users', '{}', 'h', 't', 't', 't', 1, ?2)",
                 rusqlite::params![id, deleted],
             )

@@ -267,6 +267,9 @@ pub fn build_sources(
         .collect())
 }
 
+/// How the external id of a record without a usable key begins (the rest is its content hash).
+pub const MISSING_KEY_PREFIX: &str = "missing-key:";
+
 /// `source_record.content_hash`: xxh3-128 of the payload bytes, hex.
 pub fn content_hash(payload: &str) -> String {
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(payload.as_bytes()))
@@ -288,7 +291,7 @@ pub fn keyed_records(
         let external_id = match key_of(&payload) {
             Ok(raw) if !raw.trim().is_empty() => kind.normalise_external_id(&raw),
             Ok(_) | Err(_) => {
-                let id = format!("missing-key:{content_hash}");
+                let id = format!("{MISSING_KEY_PREFIX}{content_hash}");
                 problems.push(RecordProblem {
                     external_id: Some(id.clone()),
                     kind: "missing_key",

@@ -4,6 +4,7 @@
 //! connections (WAL lets them read while the writer commits).
 
 mod already_mapped;
+pub mod sightings;
 mod writer;
 
 /// The statement `$insert`, or (when a row may already exist) it with `$on_conflict` after
@@ -42,6 +43,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!("../../schema/0006_compact_provenance.sql")),
         M::up(include_str!("../../schema/0007_link_state.sql")),
         M::up(include_str!("../../schema/0008_deleted_records.sql")),
+        M::up(include_str!("../../schema/0009_sightings.sql")),
     ])
 });
 

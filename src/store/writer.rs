@@ -324,7 +324,7 @@ fn commit_pages(
 
 /// A stored record: content hash, last scan that saw it, deleted upstream, and the mapping
 /// hash of its canonical row and of its mapping failure (at most one of them exists).
-type Found = (String, i64, bool, Option<String>, Option<String>);
+type Found = (i64, String, bool, Option<String>, Option<String>);
 
 /// Which of a record's derived rows are stored already.
 #[derive(Debug, Clone, Copy, Default)]
@@ -413,7 +413,7 @@ fn write_canonical(
 fn write_page(tx: &rusqlite::Transaction<'_>, page: &PageWrite, now: &str) -> Result<PageCounts> {
     let mut counts = PageCounts::default();
     let mut lookup = tx.prepare_cached(
-        "SELECT s.content_hash, s.seen_scan, s.deleted_at IS NOT NULL, c.mapping_hash, f.mapping_hash
+        "SELECT s.record_id, s.content_hash, s.deleted_at IS NOT NULL, c.mapping_hash, f.mapping_hash
          FROM source_record s
          LEFT JOIN canonical_record c ON c.source = s.source AND c.external_id = s.external_id
          LEFT JOIN mapping_failure f ON f.source = s.source AND f.external_id = s.external_id
@@ -421,18 +421,19 @@ fn write_page(tx: &rusqlite::Transaction<'_>, page: &PageWrite, now: &str) -> Re
     )?;
     let mut insert = tx.prepare_cached(
         "INSERT INTO source_record (source, external_id, kind, payload, content_hash,
-             first_seen_at, last_seen_at, changed_at, seen_scan, deleted_at)
+             first_seen_at, sighting_stored_at, changed_at, sighting_scan, deleted_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7, NULL)",
     )?;
     let mut touch = tx.prepare_cached(
-        "UPDATE source_record SET last_seen_at = ?3, seen_scan = ?4, deleted_at = NULL
-         WHERE source = ?1 AND external_id = ?2",
+        "UPDATE source_record SET sighting_stored_at = ?2, sighting_scan = ?3, deleted_at = NULL
+         WHERE record_id = ?1",
     )?;
     let mut change = tx.prepare_cached(
-        "UPDATE source_record SET payload = ?3, content_hash = ?4, last_seen_at = ?5,
-             changed_at = ?5, seen_scan = ?6, deleted_at = NULL
-         WHERE source = ?1 AND external_id = ?2",
+        "UPDATE source_record SET payload = ?2, content_hash = ?3, sighting_stored_at = ?4,
+             changed_at = ?4, sighting_scan = ?5, deleted_at = NULL
+         WHERE record_id = ?1",
     )?;
+    let mut seen: Vec<i64> = Vec::with_capacity(page.records.len());
     let source: &str = &page.source;
     // Records erased by `caresync forget` are not stored again (see daemon::erasure).
     let suppressed = crate::daemon::erasure::suppressed(tx, source, &page.records)?;
@@ -449,11 +450,11 @@ fn write_page(tx: &rusqlite::Transaction<'_>, page: &PageWrite, now: &str) -> Re
             canonical: e.3.is_some(),
             failure: e.4.is_some(),
         });
-        let existing: Option<(String, i64, bool, Option<String>)> =
-            found.map(|(hash, seen, deleted, c, f)| (hash, seen, deleted, c.or(f)));
+        let existing: Option<(i64, String, bool, Option<String>)> =
+            found.map(|(id, hash, deleted, c, f)| (id, hash, deleted, c.or(f)));
         let content_changed = existing
             .as_ref()
-            .is_none_or(|e| e.0 != record.content_hash || e.2);
+            .is_none_or(|e| e.1 != record.content_hash || e.2);
         let mapping_changed = existing
             .as_ref()
             .is_none_or(|e| e.3.as_deref() != page.mapping.as_ref().map(|m| &*m.hash));
@@ -472,7 +473,7 @@ fn write_page(tx: &rusqlite::Transaction<'_>, page: &PageWrite, now: &str) -> Re
             (CanonicalForm::Unchanged, Some(_)) => counts.skipped_unchanged += 1,
             _ => {}
         }
-        match existing.map(|(hash, seen, deleted, _)| (hash, seen, deleted)) {
+        match existing.map(|(id, hash, deleted, _)| (id, hash, deleted)) {
             None => {
                 insert.execute(params![
                     source,
@@ -483,22 +484,23 @@ fn write_page(tx: &rusqlite::Transaction<'_>, page: &PageWrite, now: &str) -> Re
                     now,
                     page.scan_id
                 ])?;
+                seen.push(tx.last_insert_rowid());
                 counts.inserted += 1;
             }
-            Some((hash, seen_scan, deleted)) if hash == record.content_hash => {
-                if seen_scan != page.scan_id || deleted {
-                    touch.execute(params![source, record.external_id, now, page.scan_id])?;
-                }
+            // Seen again unchanged: noted with the page's sightings, the row is not written.
+            Some((id, hash, deleted)) if hash == record.content_hash => {
+                seen.push(id);
                 if deleted {
+                    touch.execute(params![id, now, page.scan_id])?;
                     counts.updated += 1;
                 } else {
                     counts.unchanged += 1;
                 }
             }
-            Some(_) => {
+            Some((id, _, _)) => {
+                seen.push(id);
                 change.execute(params![
-                    source,
-                    record.external_id,
+                    id,
                     record.payload,
                     record.content_hash,
                     now,
@@ -508,6 +510,7 @@ fn write_page(tx: &rusqlite::Transaction<'_>, page: &PageWrite, now: &str) -> Re
             }
         }
     }
+    super::sightings::note(tx, source, page.scan_id, &seen)?;
     let Some(cp) = &page.checkpoint else {
         return Ok(counts);
     };

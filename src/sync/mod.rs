@@ -20,9 +20,10 @@ use tokio::sync::oneshot;
 use crate::config::Config;
 use crate::person::link::{LinkOutcome, Linker};
 use crate::source::ratelimit::Budgets;
-use crate::source::{Page, Position, Scope, Source, build_sources};
+use crate::source::{MISSING_KEY_PREFIX, Page, Position, Scope, Source, build_sources};
 use crate::store::{
     AlreadyMapped, Checkpoint, PageCounts, PageWrite, RunCounts, Store, Writer, now_rfc3339,
+    sightings,
 };
 use paginate::{PageSink, ScanError};
 use progress::{Progress, SourceProgress};
@@ -542,18 +543,23 @@ impl PageSink for Sightings {
             .call(move |conn| {
                 let tx = conn.transaction()?;
                 let mut unknown = Vec::new();
+                let mut seen = Vec::with_capacity(ids.len());
                 {
-                    let now = now_rfc3339();
-                    let mut touch = tx.prepare_cached(
-                        "UPDATE source_record SET seen_scan = ?3, last_seen_at = ?4
+                    let mut live = tx.prepare_cached(
+                        "SELECT record_id FROM source_record
                          WHERE source = ?1 AND external_id = ?2 AND deleted_at IS NULL",
                     )?;
                     for id in ids {
-                        if touch.execute(params![&*source, id, scan_id, now])? == 0 {
-                            unknown.push(id);
+                        match live
+                            .query_row(params![&*source, id], |r| r.get(0))
+                            .optional()?
+                        {
+                            Some(record_id) => seen.push(record_id),
+                            None => unknown.push(id),
                         }
                     }
                 }
+                sightings::note(&tx, &source, scan_id, &seen)?;
                 tx.commit()?;
                 Ok(unknown)
             })
@@ -570,12 +576,11 @@ async fn recover_unseen(source: &Source, sink: &mut StoreSink) -> Result<(), Sca
     let unseen: Vec<String> = sink
         .writer
         .call(move |conn| {
-            let mut stmt = conn.prepare(
-                "SELECT external_id FROM source_record
-                 WHERE source = ?1 AND seen_scan < ?2 AND deleted_at IS NULL AND external_id NOT LIKE 'missing-key:%'",
-            )?;
-            let ids = stmt.query_map(params![&*name, scan_id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
-            Ok(ids)
+            Ok(sightings::unseen(conn, &name, scan_id)?
+                .into_iter()
+                .map(|(_, external_id)| external_id)
+                .filter(|id| !id.starts_with(MISSING_KEY_PREFIX))
+                .collect())
         })
         .await
         .map_err(ScanError::Sink)?;
@@ -843,6 +848,7 @@ fn begin_run(
                      position = ?5, pages_done = 0, complete = 0, scan_watermark = NULL",
                 params![source, scan_id, if want_full { "full" } else { "incremental" }, now, first.to_json()],
             )?;
+            sightings::forget_other_scans(&tx, source, Some(scan_id))?;
             ScanPlan {
                 scan_id,
                 full: want_full,
@@ -881,20 +887,30 @@ fn close_scan(
     let now = now_rfc3339();
     let saw_everything = full || sweep;
     let deleted = if saw_everything {
-        tx.execute(
-            "INSERT OR IGNORE INTO relink_queue (source, external_id)
-             SELECT source, external_id FROM source_record
-             WHERE source = ?1 AND seen_scan < ?2 AND deleted_at IS NULL",
-            params![source, scan_id],
+        // Each was last seen by the previous complete scan, or when stored after it.
+        let last_complete: Option<String> = tx.query_row(
+            "SELECT last_complete_at FROM sync_state WHERE source = ?1",
+            [source],
+            |r| r.get(0),
         )?;
-        tx.execute(
-            "UPDATE source_record SET deleted_at = ?3
-             WHERE source = ?1 AND seen_scan < ?2 AND deleted_at IS NULL",
-            params![source, scan_id, now],
-        )? as u64
+        let unseen = sightings::unseen(&tx, source, scan_id)?;
+        let mut queue = tx.prepare_cached(
+            "INSERT OR IGNORE INTO relink_queue (source, external_id) VALUES (?1, ?2)",
+        )?;
+        let mut delete = tx.prepare_cached(
+            "UPDATE source_record SET deleted_at = ?2,
+                 sighting_stored_at = max(sighting_stored_at, coalesce(?3, ''))
+             WHERE record_id = ?1",
+        )?;
+        for (record_id, external_id) in &unseen {
+            queue.execute(params![source, external_id])?;
+            delete.execute(params![record_id, now, last_complete])?;
+        }
+        unseen.len() as u64
     } else {
         0
     };
+    sightings::forget_other_scans(&tx, source, None)?;
     tx.execute(
         "UPDATE sync_state SET complete = 1, position = NULL,
              watermark = CASE WHEN ?5 AND scan_watermark IS NOT NULL AND (watermark IS NULL OR scan_watermark > watermark)

@@ -108,6 +108,77 @@ async fn a_second_backfill_over_unchanged_data_changes_nothing() {
     h.sims.shutdown().await;
 }
 
+/// Issue 7: a sync or backfill over unchanged data writes no row of any data table (only the
+/// runs' own bookkeeping: sync_run, sync_state, scan_sighting), and the records it saw are
+/// still seen then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_over_unchanged_data_writes_no_data_row() {
+    let h = Harness::start(options(200), "page_size = 30\n").await;
+    assert_all_succeeded(&h.run(Mode::Backfill).await);
+    let bookkeeping = ["sync_run", "sync_state", "scan_sighting"];
+    let db = rusqlite::Connection::open(h.db_path()).unwrap();
+    db.execute_batch("CREATE TABLE write_audit (tbl TEXT, op TEXT)")
+        .unwrap();
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name <> 'write_audit'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .filter(|t: &String| !bookkeeping.contains(&t.as_str()))
+        .collect();
+    assert!(tables.len() > 15, "{tables:?}");
+    for t in &tables {
+        for op in ["INSERT", "UPDATE", "DELETE"] {
+            db.execute_batch(&format!(
+                "CREATE TRIGGER audit_{t}_{op} AFTER {op} ON {t} BEGIN INSERT INTO write_audit VALUES ('{t}', '{op}'); END;"
+            ))
+            .unwrap();
+        }
+    }
+    let last_complete = |h: &Harness| -> Vec<String> {
+        h.db()
+            .prepare("SELECT last_complete_at FROM sync_state ORDER BY source")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let before = last_complete(&h);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    for mode in [Mode::Sync, Mode::Backfill] {
+        assert_all_succeeded(&h.run(mode).await);
+        let writes: Vec<(String, String)> = db
+            .prepare("SELECT tbl, op FROM write_audit GROUP BY 1, 2")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(writes, Vec::new(), "{mode:?} wrote data rows");
+    }
+    // Every record is still live, and was last seen by its source's latest complete scan.
+    assert_eq!(
+        h.count("SELECT count(*) FROM source_record WHERE deleted_at IS NOT NULL"),
+        0
+    );
+    assert_eq!(
+        h.count(
+            "SELECT count(*) FROM v_source_record v JOIN sync_state s ON s.source = v.source
+             WHERE v.last_seen_at IS NOT s.last_complete_at"
+        ),
+        0
+    );
+    assert!(last_complete(&h) > before, "the scans completed later");
+    assert_eq!(
+        h.count("SELECT count(*) FROM scan_sighting"),
+        0,
+        "closed scans forget their sightings"
+    );
+    h.sims.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_credential_fails_that_source_by_name() {
     let mut h = Harness::start(options(100), "").await;

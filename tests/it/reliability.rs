@@ -128,6 +128,15 @@ async fn inserts_and_deletes_during_pagination_end_exact_after_the_next_sync() {
 async fn a_deleted_record_is_marked_after_a_complete_scan_only() {
     let mut h = Harness::start(options(200), "page_size = 20\n").await;
     assert_all_succeeded(&h.run(Mode::Backfill).await);
+    let backfilled: Vec<(String, String)> = h
+        .db()
+        .prepare("SELECT source, last_complete_at FROM sync_state ORDER BY 1")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    std::thread::sleep(Duration::from_millis(1100));
     let state = h.sims.state();
     let mut gone = Vec::new();
     for kind in SourceKind::ALL {
@@ -165,7 +174,7 @@ async fn a_deleted_record_is_marked_after_a_complete_scan_only() {
         failed.iter().any(|o| o.status == RunStatus::Failed),
         "the faults should fail some scan"
     );
-    // A complete scan marks them, and only them.
+    // A complete scan marks them, and only them. Each was last seen by the backfill.
     state.set_faults(FaultConfig::default());
     h.config.http.max_retries = 8;
     assert_all_succeeded(&h.run(Mode::Sync).await);
@@ -173,6 +182,23 @@ async fn a_deleted_record_is_marked_after_a_complete_scan_only() {
         assert!(
             deleted_at(&h, *kind, id).is_some(),
             "{kind}: not marked deleted"
+        );
+        let last_seen: String = h
+            .db()
+            .query_row(
+                "SELECT last_seen_at FROM v_source_record WHERE source = ?1 AND external_id = ?2",
+                [simulator_source_name(*kind), id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let (_, complete) = backfilled
+            .iter()
+            .find(|(s, _)| *s == simulator_source_name(*kind))
+            .unwrap();
+        assert_eq!(&last_seen, complete, "{kind}: last seen by the backfill");
+        assert!(
+            Some(last_seen) < deleted_at(&h, *kind, id),
+            "{kind}: seen before it was found deleted"
         );
     }
     h.assert_exact();
