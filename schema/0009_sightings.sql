@@ -29,3 +29,8 @@ SELECT s.record_id, s.source, s.external_id, s.kind, s.payload, s.content_hash,
        s.changed_at, s.deleted_at
 FROM source_record s
 LEFT JOIN sync_state st ON st.source = s.source;
+
+-- Which version of its mapping every live record of the source is mapped by: a scan maps only
+-- what it reads, so after a new version an incremental sync re-maps the rest from their
+-- stored payloads (`store::remap_stale`) and then records the version here.
+ALTER TABLE sync_state ADD COLUMN mapping_hash TEXT;

@@ -31,6 +31,7 @@ use rusqlite_migration::{M, Migrations};
 pub use already_mapped::AlreadyMapped;
 pub use writer::{
     Canonical, CanonicalForm, Checkpoint, PageCounts, PageWrite, RunCounts, StoredRecord, Writer,
+    remap_stale,
 };
 
 static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {

@@ -326,6 +326,87 @@ fn commit_pages(
 /// hash of its canonical row and of its mapping failure (at most one of them exists).
 type Found = (i64, String, bool, Option<String>, Option<String>);
 
+/// Live records re-mapped per transaction by [`remap_stale`].
+const REMAP_CHUNK: i64 = 1000;
+
+/// Brings every live record of `source` to the current version of its mapping, from the
+/// stored payloads, once after that version changed: a scan maps only the records it reads
+/// (an incremental CareHQ sync reads only what changed upstream). `fresh_full_scan`: the
+/// scan that just completed read every record from its first page, so none can be stale.
+/// Returns the canonical rows and mapping failures written.
+pub fn remap_stale(
+    conn: &mut Connection,
+    source: &str,
+    kind: &'static str,
+    mapping: &KindMapping,
+    fresh_full_scan: bool,
+) -> Result<PageCounts> {
+    let mut counts = PageCounts::default();
+    let applied: Option<String> = conn
+        .query_row(
+            "SELECT mapping_hash FROM sync_state WHERE source = ?1",
+            [source],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    if applied.as_deref() == Some(&*mapping.hash) {
+        return Ok(counts);
+    }
+    let page = PageWrite {
+        source: Arc::from(source),
+        kind,
+        scan_id: 0,
+        records: Vec::new(),
+        mapping: Some(mapping.clone()),
+        checkpoint: None,
+    };
+    let mut after = 0_i64;
+    while !fresh_full_scan {
+        let tx = conn.transaction()?;
+        let stale: Vec<(i64, StoredRecord, Stored)> = tx
+            .prepare_cached(
+                "SELECT s.record_id, s.external_id, s.payload, s.content_hash,
+                        c.mapping_hash IS NOT NULL, f.mapping_hash IS NOT NULL
+                 FROM source_record s
+                 LEFT JOIN canonical_record c ON c.source = s.source AND c.external_id = s.external_id
+                 LEFT JOIN mapping_failure f ON f.source = s.source AND f.external_id = s.external_id
+                 WHERE s.source = ?1 AND s.record_id > ?2 AND s.deleted_at IS NULL
+                   AND COALESCE(c.mapping_hash, f.mapping_hash, '') <> ?3
+                 ORDER BY s.record_id LIMIT ?4",
+            )?
+            .query_map(params![source, after, &*mapping.hash, REMAP_CHUNK], |r| {
+                let record = StoredRecord {
+                    external_id: r.get(1)?,
+                    payload: r.get(2)?,
+                    content_hash: r.get(3)?,
+                    canonical: CanonicalForm::Unchanged,
+                };
+                let stored = Stored {
+                    canonical: r.get(4)?,
+                    failure: r.get(5)?,
+                };
+                Ok((r.get(0)?, record, stored))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let Some((last, _, _)) = stale.last() else {
+            break;
+        };
+        after = *last;
+        let now = now_rfc3339();
+        for (_, record, stored) in &stale {
+            let canonical = map_payload(&mapping.mapping, &record.payload);
+            write_canonical(&tx, &page, record, &canonical, &now, *stored, &mut counts)?;
+        }
+        tx.commit()?;
+    }
+    conn.execute(
+        "UPDATE sync_state SET mapping_hash = ?2 WHERE source = ?1",
+        params![source, &*mapping.hash],
+    )?;
+    Ok(counts)
+}
+
 /// Which of a record's derived rows are stored already.
 #[derive(Debug, Clone, Copy, Default)]
 struct Stored {

@@ -23,7 +23,7 @@ use crate::source::ratelimit::Budgets;
 use crate::source::{MISSING_KEY_PREFIX, Page, Position, Scope, Source, build_sources};
 use crate::store::{
     AlreadyMapped, Checkpoint, PageCounts, PageWrite, RunCounts, Store, Writer, now_rfc3339,
-    sightings,
+    remap_stale, sightings,
 };
 use paginate::{PageSink, ScanError};
 use progress::{Progress, SourceProgress};
@@ -349,7 +349,9 @@ async fn run_source(
         let message = error.as_ref().map(|(_, m)| m.clone());
         let complete = status == RunStatus::Succeeded;
         let (full, sweep) = (plan.full, plan.sweep);
+        let fresh_full_scan = plan.full && plan.pages_done == 0;
         let scan_id = plan.scan_id;
+        let mapping = source.mapping.clone();
         writer
             .call(move |conn| {
                 record_problems(conn, run_id, &name, &problems)?;
@@ -357,6 +359,11 @@ async fn run_source(
                 if complete {
                     counts.deleted =
                         close_scan(conn, &name, scan_id, full, sweep, promote_watermark)?;
+                    if let Some(mapping) = &mapping {
+                        let remapped = remap_stale(conn, &name, kind, mapping, fresh_full_scan)?;
+                        counts.records.mapped += remapped.mapped;
+                        counts.records.mapping_failures += remapped.mapping_failures;
+                    }
                 }
                 finish_run(conn, run_id, status, &counts, message.as_deref())?;
                 Ok(counts)

@@ -360,3 +360,92 @@ async fn only_changed_records_or_a_new_mapping_version_are_mapped() {
     }
     h.sims.shutdown().await;
 }
+
+/// A new mapping version reaches every live record on the next `sync`, including the CareHQ
+/// records its incremental read does not return: they are re-mapped from their stored
+/// payloads, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_mapping_version_reaches_every_record_on_an_incremental_sync() {
+    let mut h = Harness::start(options(300), "page_size = 40\n").await;
+    assert_all_succeeded(&h.run(Mode::Backfill).await);
+    assert_all_succeeded(&h.run(Mode::Sync).await);
+    let versions = |h: &Harness| -> Vec<(String, i64)> {
+        h.db()
+            .prepare(
+                "SELECT s.source, count(DISTINCT COALESCE(c.mapping_hash, f.mapping_hash))
+                 FROM source_record s
+                 LEFT JOIN canonical_record c USING (source, external_id)
+                 LEFT JOIN mapping_failure f USING (source, external_id)
+                 WHERE s.deleted_at IS NULL GROUP BY 1 ORDER BY 1",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let old_hashes = h.count("SELECT count(DISTINCT mapping_hash) FROM canonical_record");
+    assert_eq!(old_hashes, 5, "one version per kind");
+
+    let mappings = tempfile::tempdir().unwrap();
+    for kind in SourceKind::ALL {
+        let from = format!("{}/mappings/{kind}.toml", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(from).unwrap();
+        std::fs::write(
+            mappings.path().join(format!("{kind}.toml")),
+            format!("{text}\n# version 2\n"),
+        )
+        .unwrap();
+    }
+    h.config.mappings_dir = Some(mappings.path().to_path_buf());
+    let report = h.run_report(Mode::Sync, Vec::new()).await;
+    assert_all_succeeded(&report.sources);
+    let carehq = simulator_source_name(SourceKind::CarehqServiceUsers);
+    assert_eq!(
+        h.count(&format!(
+            "SELECT count(*) FROM sync_state WHERE source = '{carehq}' AND scan_mode = 'incremental'"
+        )),
+        1,
+        "CareHQ's sync is incremental"
+    );
+    for o in &report.sources {
+        let live = h.count(&format!(
+            "SELECT count(*) FROM source_record WHERE source = '{}' AND deleted_at IS NULL",
+            o.source
+        ));
+        let c = &o.counts.records;
+        assert_eq!(
+            (c.mapped + c.mapping_failures) as i64,
+            live,
+            "{}: every live record mapped once",
+            o.source
+        );
+    }
+    // One version per source, and none of them the old one.
+    assert!(
+        versions(&h).iter().all(|(_, n)| *n == 1),
+        "{:?}",
+        versions(&h)
+    );
+    assert_eq!(
+        h.count("SELECT count(DISTINCT mapping_hash) FROM canonical_record"),
+        5
+    );
+    assert_eq!(
+        h.count(
+            "SELECT count(*) FROM canonical_record c JOIN sync_state s USING (source)
+             WHERE c.mapping_hash IS NOT s.mapping_hash"
+        ),
+        0
+    );
+    assert_eq!(report.link.as_ref().unwrap().queued as i64, h.count("SELECT count(*) FROM canonical_record c JOIN source_record s USING (source, external_id) WHERE s.deleted_at IS NULL") + h.count("SELECT count(*) FROM mapping_failure"));
+
+    // Done once: the next sync maps nothing.
+    let report = h.run_report(Mode::Sync, Vec::new()).await;
+    assert_all_succeeded(&report.sources);
+    for o in &report.sources {
+        let c = &o.counts.records;
+        assert_eq!((c.mapped, c.mapping_failures), (0, 0), "{}", o.source);
+    }
+    h.sims.shutdown().await;
+}
