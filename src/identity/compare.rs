@@ -146,9 +146,10 @@ pub struct PairComparison {
 
 /// Contact fields (personal email, mobile, postcode) that both records hold and that disagree.
 pub(crate) fn contact_disagreements(a: &Features, b: &Features) -> u8 {
-    let email = matches!((&a.mailbox, &b.mailbox), (Some(x), Some(y)) if x != y);
-    let mobile = !a.mobiles.is_empty() && !b.mobiles.is_empty() && !shares(&a.mobiles, &b.mobiles);
-    let postcode = matches!((&a.postcode, &b.postcode), (Some(x), Some(y)) if x != y);
+    let email = matches!((a.mailbox(), b.mailbox()), (Some(x), Some(y)) if x != y);
+    let mobile =
+        !a.mobiles().is_empty() && !b.mobiles().is_empty() && !a.mobiles().shares(b.mobiles());
+    let postcode = matches!((a.postcode(), b.postcode()), (Some(x), Some(y)) if x != y);
     u8::from(email) + u8::from(mobile) + u8::from(postcode)
 }
 
@@ -166,18 +167,19 @@ pub(crate) fn contact_conflict(config: &MatchConfig, a: &Features, b: &Features)
     let threshold = config.contact_conflict_fields;
     threshold > 0
         && contact_disagreements(a, b) >= threshold
-        && !matches!((&a.nhs, &b.nhs), (Some(x), Some(y)) if x == y)
-        && !matches!((&a.ni, &b.ni), (Some(x), Some(y)) if x == y)
+        && !matches!((a.nhs(), b.nhs()), (Some(x), Some(y)) if x == y)
+        && !matches!((a.ni(), b.ni()), (Some(x), Some(y)) if x == y)
 }
 
 pub(crate) fn given_level(a: &Features, b: &Features) -> Option<GivenLevel> {
-    if a.given.is_empty() || b.given.is_empty() {
+    if a.given().is_empty() || b.given().is_empty() {
         return None;
     }
     let mut best = GivenLevel::Differ;
-    for x in &a.given {
-        for y in &b.given {
-            best = best.max(token_level(x, y, a.given[0] == *x, b.given[0] == *y));
+    let (a_first, b_first) = (a.given().first(), b.given().first());
+    for x in a.given().iter() {
+        for y in b.given().iter() {
+            best = best.max(token_level(x, y, a_first == Some(x), b_first == Some(y)));
             if best == GivenLevel::Exact {
                 return Some(best);
             }
@@ -221,7 +223,7 @@ fn token_level(x: &str, y: &str, x_first: bool, y_first: bool) -> GivenLevel {
 }
 
 pub(crate) fn family_level(a: &Features, b: &Features) -> Option<FamilyLevel> {
-    let (Some(x), Some(y)) = (&a.family, &b.family) else {
+    let (Some(x), Some(y)) = (a.family(), b.family()) else {
         return None;
     };
     Some(if x == y {
@@ -230,10 +232,10 @@ pub(crate) fn family_level(a: &Features, b: &Features) -> Option<FamilyLevel> {
         FamilyLevel::Typo
     } else if x.len().min(y.len()) >= 4 && jaro_winkler(x.as_bytes(), y.as_bytes()) >= 0.9 {
         FamilyLevel::Similar
-    } else if (a.family_tokens.len() > 1 || b.family_tokens.len() > 1)
-        && a.family_tokens
+    } else if (a.family_tokens().len() > 1 || b.family_tokens().len() > 1)
+        && a.family_tokens()
             .iter()
-            .any(|t| t.len() > 1 && b.family_tokens.contains(t))
+            .any(|t| t.len() > 1 && b.family_tokens().contains(t))
     {
         FamilyLevel::Part
     } else {
@@ -247,10 +249,6 @@ fn age_on(birth: NaiveDate, day: NaiveDate) -> i64 {
         age -= 1;
     }
     age
-}
-
-fn shares(a: &[String], b: &[String]) -> bool {
-    a.iter().any(|x| b.contains(x))
 }
 
 /// Compares two records. Vetoes are checked first; a vetoed pair still gets a score (for
@@ -271,7 +269,7 @@ pub(crate) fn compare(config: &MatchConfig, a: &Features, b: &Features) -> PairC
     let mut strong = false;
     let mut shares_identifier = false;
 
-    let nhs_agree = match (&a.nhs, &b.nhs) {
+    let nhs_agree = match (a.nhs(), b.nhs()) {
         (Some(x), Some(y)) if x == y => {
             add("nhs_number", "agree", w.nhs_agree);
             strong = true;
@@ -357,7 +355,7 @@ pub(crate) fn compare(config: &MatchConfig, a: &Features, b: &Features) -> PairC
         None => {}
     }
     let mut ni_differ = false;
-    match (&a.ni, &b.ni) {
+    match (a.ni(), b.ni()) {
         (Some(x), Some(y)) if x == y => {
             add("ni_number", "agree", w.ni_agree);
             strong = true;
@@ -369,14 +367,14 @@ pub(crate) fn compare(config: &MatchConfig, a: &Features, b: &Features) -> PairC
         }
         _ => {}
     }
-    let email_exact = match (&a.email, &b.email) {
+    let email_exact = match (a.email(), b.email()) {
         (Some(x), Some(y)) if x == y => {
             add("email", "agree", w.email_exact);
             strong = true;
             shares_identifier = true;
             true
         }
-        (Some(_), Some(_)) if a.mailbox == b.mailbox => {
+        (Some(_), Some(_)) if a.mailbox() == b.mailbox() => {
             add("email", "same_mailbox", w.email_mailbox);
             strong = true;
             shares_identifier = true;
@@ -388,20 +386,20 @@ pub(crate) fn compare(config: &MatchConfig, a: &Features, b: &Features) -> PairC
         }
         _ => false,
     };
-    if shares(&a.mobiles, &b.mobiles) {
+    if a.mobiles().shares(b.mobiles()) {
         add("phone", "mobile_agree", w.mobile_agree);
         strong = true;
         shares_identifier = true;
-    } else if shares(&a.landlines, &b.landlines) {
+    } else if a.landlines().shares(b.landlines()) {
         add("phone", "landline_agree", w.landline_agree);
-    } else if (!a.mobiles.is_empty() || !a.landlines.is_empty())
-        && (!b.mobiles.is_empty() || !b.landlines.is_empty())
+    } else if (!a.mobiles().is_empty() || !a.landlines().is_empty())
+        && (!b.mobiles().is_empty() || !b.landlines().is_empty())
     {
         add("phone", "differ", w.phone_differ);
     }
-    match (&a.postcode, &b.postcode) {
+    match (a.postcode(), b.postcode()) {
         (Some(x), Some(y)) if x == y => add("postcode", "agree", w.postcode_exact),
-        (Some(_), Some(_)) if a.outward == b.outward => {
+        (Some(_), Some(_)) if a.outward() == b.outward() => {
             add("postcode", "outward_agree", w.postcode_outward)
         }
         (Some(_), Some(_)) => add("postcode", "differ", w.postcode_differ),
@@ -409,8 +407,8 @@ pub(crate) fn compare(config: &MatchConfig, a: &Features, b: &Features) -> PairC
     }
 
     let contact_disagreements = contact_disagreements(a, b);
-    let personal_contact_differs = matches!((&a.mailbox, &b.mailbox), (Some(x), Some(y)) if x != y)
-        || (!a.mobiles.is_empty() && !b.mobiles.is_empty() && !shares(&a.mobiles, &b.mobiles));
+    let personal_contact_differs = matches!((a.mailbox(), b.mailbox()), (Some(x), Some(y)) if x != y)
+        || (!a.mobiles().is_empty() && !b.mobiles().is_empty() && !a.mobiles().shares(b.mobiles()));
     if contact_conflict(config, a, b) {
         veto = veto.or(Some(Veto::ContactDetails));
     }

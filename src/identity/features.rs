@@ -6,32 +6,124 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::normalise::{email_mailbox, is_generic_email, name_tokens, nickname_groups, soundex};
 use crate::model::{CanonicalValues, Field, Gender, Value};
 
-/// The normalised identifying values of one record.
+/// The normalised identifying values of one record, held for the life of a link index: its
+/// texts back to back in one allocation (a record's many small strings were most of the
+/// index's memory).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Features {
-    /// Folded tokens of the given name, then of the preferred name (no repeats).
-    pub given: Vec<String>,
-    /// Folded tokens of the family name.
-    pub family_tokens: Vec<String>,
-    /// The family-name tokens joined (`smith-jones` and `smith jones` → `smithjones`).
-    pub family: Option<String>,
+    /// Every part's text, in [`Part`] order; a list's items separated by [`ITEM_SEPARATOR`].
+    text: Box<str>,
+    /// Where each part ends in `text`.
+    ends: [u32; PARTS],
+    /// Which optional parts are present (bit = the part's number).
+    present: u16,
     pub birth_date: Option<NaiveDate>,
     /// An estimated age, used only when the birth date is unknown.
     pub given_age: Option<i64>,
     /// Female or male; other values are not compared.
     pub gender: Option<Gender>,
-    pub nhs: Option<String>,
-    pub ni: Option<String>,
+}
+
+/// The texts of a record's features.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    /// Folded tokens of the given name, then of the preferred name (no repeats).
+    Given,
+    /// Folded tokens of the family name.
+    FamilyTokens,
+    /// The family-name tokens joined (`smith-jones` and `smith jones` → `smithjones`).
+    Family,
+    Nhs,
+    Ni,
     /// Canonical email, unless it names a role (`info@`) or a placeholder.
-    pub email: Option<String>,
+    Email,
     /// The mailbox behind `email` (`+tag` removed, Gmail dots removed).
-    pub mailbox: Option<String>,
+    Mailbox,
     /// UK mobiles in E.164.
-    pub mobiles: Vec<String>,
+    Mobiles,
     /// Other numbers in E.164: often shared by a household or a care home.
-    pub landlines: Vec<String>,
-    pub postcode: Option<String>,
-    pub outward: Option<String>,
+    Landlines,
+    Postcode,
+    Outward,
+}
+
+const PARTS: usize = Part::Outward as usize + 1;
+
+/// Separates a list's items in `Features::text`: no name token or phone number holds it.
+const ITEM_SEPARATOR: char = '\u{1f}';
+
+/// The items of one of a record's lists (given-name tokens, phone numbers, ...).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct List<'a>(&'a str);
+
+impl<'a> List<'a> {
+    pub fn iter(self) -> impl Iterator<Item = &'a str> + Clone {
+        self.0.split(ITEM_SEPARATOR).filter(|item| !item.is_empty())
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(self) -> usize {
+        self.iter().count()
+    }
+
+    pub fn first(self) -> Option<&'a str> {
+        self.iter().next()
+    }
+
+    pub fn contains(self, item: &str) -> bool {
+        self.iter().any(|i| i == item)
+    }
+
+    /// True when the two lists hold an item in common.
+    pub fn shares(self, other: List<'_>) -> bool {
+        self.iter().any(|x| other.contains(x))
+    }
+}
+
+/// Builds a [`Features`] text part by part, in [`Part`] order.
+struct Parts {
+    text: String,
+    ends: [u32; PARTS],
+    present: u16,
+    next: usize,
+}
+
+impl Parts {
+    fn new() -> Parts {
+        Parts {
+            text: String::with_capacity(128),
+            ends: [0; PARTS],
+            present: 0,
+            next: 0,
+        }
+    }
+
+    fn close(&mut self, part: Part) {
+        debug_assert_eq!(part as usize, self.next, "parts out of order");
+        self.ends[part as usize] = u32::try_from(self.text.len()).unwrap_or(u32::MAX);
+        self.next += 1;
+    }
+
+    fn one(&mut self, part: Part, value: Option<&str>) {
+        if let Some(value) = value {
+            self.text.push_str(value);
+            self.present |= 1 << part as u16;
+        }
+        self.close(part);
+    }
+
+    fn list<'s>(&mut self, part: Part, items: impl IntoIterator<Item = &'s str>) {
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.text.push(ITEM_SEPARATOR);
+            }
+            self.text.push_str(item);
+        }
+        self.close(part);
+    }
 }
 
 impl Features {
@@ -60,8 +152,8 @@ impl Features {
             .map(|e| e.as_str().to_owned())
             .filter(|e| !is_generic_email(e));
         let mailbox = email.as_deref().map(email_mailbox);
-        let mut mobiles = Vec::new();
-        let mut landlines = Vec::new();
+        let mut mobiles: Vec<String> = Vec::new();
+        let mut landlines: Vec<String> = Vec::new();
         for phone in [values.mobile(), values.phone()].into_iter().flatten() {
             let list = if phone.is_uk_mobile() {
                 &mut mobiles
@@ -74,22 +166,81 @@ impl Features {
             }
         }
         let postcode = values.postcode();
+        let mut parts = Parts::new();
+        parts.list(Part::Given, given.iter().map(String::as_str));
+        parts.list(Part::FamilyTokens, family_tokens.iter().map(String::as_str));
+        parts.one(Part::Family, family.as_deref());
+        let (nhs, ni) = (values.nhs_number(), values.ni_number());
+        parts.one(Part::Nhs, nhs.as_ref().map(|n| n.as_str()));
+        parts.one(Part::Ni, ni.as_ref().map(|n| n.as_str()));
+        parts.one(Part::Email, email.as_deref());
+        parts.one(Part::Mailbox, mailbox.as_deref());
+        parts.list(Part::Mobiles, mobiles.iter().map(String::as_str));
+        parts.list(Part::Landlines, landlines.iter().map(String::as_str));
+        parts.one(Part::Postcode, postcode.as_ref().map(|p| p.as_str()));
+        parts.one(Part::Outward, postcode.as_ref().map(|p| p.outward()));
         Features {
-            given,
-            family_tokens,
-            family,
+            text: parts.text.into_boxed_str(),
+            ends: parts.ends,
+            present: parts.present,
             birth_date: values.birth_date(),
             given_age,
             gender,
-            nhs: values.nhs_number().map(|n| n.as_str().to_owned()),
-            ni: values.ni_number().map(|n| n.as_str().to_owned()),
-            email,
-            mailbox,
-            mobiles,
-            landlines,
-            outward: postcode.as_ref().map(|p| p.outward().to_owned()),
-            postcode: postcode.map(|p| p.as_str().to_owned()),
         }
+    }
+
+    fn part(&self, part: Part) -> &str {
+        let i = part as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+
+    fn optional(&self, part: Part) -> Option<&str> {
+        (self.present & (1 << part as u16) != 0).then(|| self.part(part))
+    }
+
+    pub fn given(&self) -> List<'_> {
+        List(self.part(Part::Given))
+    }
+
+    pub fn family_tokens(&self) -> List<'_> {
+        List(self.part(Part::FamilyTokens))
+    }
+
+    pub fn family(&self) -> Option<&str> {
+        self.optional(Part::Family)
+    }
+
+    pub fn nhs(&self) -> Option<&str> {
+        self.optional(Part::Nhs)
+    }
+
+    pub fn ni(&self) -> Option<&str> {
+        self.optional(Part::Ni)
+    }
+
+    pub fn email(&self) -> Option<&str> {
+        self.optional(Part::Email)
+    }
+
+    pub fn mailbox(&self) -> Option<&str> {
+        self.optional(Part::Mailbox)
+    }
+
+    pub fn mobiles(&self) -> List<'_> {
+        List(self.part(Part::Mobiles))
+    }
+
+    pub fn landlines(&self) -> List<'_> {
+        List(self.part(Part::Landlines))
+    }
+
+    pub fn postcode(&self) -> Option<&str> {
+        self.optional(Part::Postcode)
+    }
+
+    pub fn outward(&self) -> Option<&str> {
+        self.optional(Part::Outward)
     }
 }
 
@@ -163,26 +314,25 @@ fn given_labels(token: &str) -> Vec<String> {
 /// The blocking keys of a record, sorted by hash, without repeats.
 pub(crate) fn block_keys(f: &Features) -> Vec<BlockKey> {
     let mut keys = Vec::with_capacity(10);
-    if let Some(nhs) = &f.nhs {
+    if let Some(nhs) = f.nhs() {
         keys.push(key(KeyKind::Nhs, &[nhs]));
     }
-    if let Some(ni) = &f.ni {
+    if let Some(ni) = f.ni() {
         keys.push(key(KeyKind::Ni, &[ni]));
     }
-    if let Some(mailbox) = &f.mailbox {
+    if let Some(mailbox) = f.mailbox() {
         keys.push(key(KeyKind::Mailbox, &[mailbox]));
     }
-    for phone in f.mobiles.iter().chain(&f.landlines) {
+    for phone in f.mobiles().iter().chain(f.landlines().iter()) {
         keys.push(key(KeyKind::Phone, &[phone]));
     }
     let family_code = f
-        .family
-        .as_deref()
+        .family()
         .and_then(soundex)
         .map(|c| String::from_utf8_lossy(&c).into_owned());
     // The given name's first token and the preferred name's (a nickname used as first name).
     let mut labels: Vec<String> = Vec::new();
-    for token in f.given.iter().filter(|t| t.len() > 1).take(3) {
+    for token in f.given().iter().filter(|t| t.len() > 1).take(3) {
         for label in given_labels(token) {
             if !labels.contains(&label) {
                 labels.push(label);
@@ -202,7 +352,7 @@ pub(crate) fn block_keys(f: &Features) -> Vec<BlockKey> {
         for label in &labels {
             keys.push(key(KeyKind::Name, &[code, label]));
         }
-        if let Some(postcode) = &f.postcode {
+        if let Some(postcode) = f.postcode() {
             keys.push(key(KeyKind::PostcodeFamily, &[postcode, code]));
         }
     }
@@ -211,4 +361,77 @@ pub(crate) fn block_keys(f: &Features) -> Vec<BlockKey> {
     // Kept for the life of the link index: no spare capacity.
     keys.shrink_to_fit();
     keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn features(fields: &[(Field, &str)]) -> Features {
+        let values: CanonicalValues = fields
+            .iter()
+            .map(|(f, v)| (*f, f.parse_text(v).expect("a valid value")))
+            .collect();
+        Features::from_values(&values)
+    }
+
+    #[test]
+    fn every_part_reads_back_as_built() {
+        let f = features(&[
+            (Field::GivenName, "Mary-Ann"),
+            (Field::PreferredName, "Molly"),
+            (Field::FamilyName, "Smith Jones"),
+            (Field::NhsNumber, "943 476 5919"),
+            (Field::Email, "Mary.Ann+care@gmail.com"),
+            (Field::Mobile, "07700 900123"),
+            (Field::Phone, "020 7946 0018"),
+            (Field::Postcode, "sw1a 1aa"),
+        ]);
+        assert_eq!(
+            f.given().iter().collect::<Vec<_>>(),
+            ["mary", "ann", "molly"]
+        );
+        assert_eq!(f.given().first(), Some("mary"));
+        assert_eq!(f.given().len(), 3);
+        assert_eq!(
+            f.family_tokens().iter().collect::<Vec<_>>(),
+            ["smith", "jones"]
+        );
+        assert!(f.family_tokens().contains("jones") && !f.family_tokens().contains("smithjones"));
+        assert_eq!(f.family(), Some("smithjones"));
+        assert_eq!(f.nhs(), Some("9434765919"));
+        assert_eq!(f.ni(), None);
+        assert_eq!(f.email(), Some("mary.ann+care@gmail.com"));
+        assert_eq!(f.mailbox(), Some("maryann@gmail.com"));
+        assert_eq!(f.mobiles().iter().collect::<Vec<_>>(), ["+447700900123"]);
+        assert_eq!(f.landlines().iter().collect::<Vec<_>>(), ["+442079460018"]);
+        assert!(
+            f.mobiles()
+                .shares(features(&[(Field::Mobile, "+44 7700 900123")]).mobiles())
+        );
+        assert!(!f.mobiles().shares(f.landlines()));
+        assert_eq!(f.postcode(), Some("SW1A 1AA"));
+        assert_eq!(f.outward(), Some("SW1A"));
+    }
+
+    #[test]
+    fn a_record_without_identifiers_has_empty_parts() {
+        let f = features(&[(Field::FamilyName, "O'Brien")]);
+        assert!(f.given().is_empty() && f.given().first().is_none());
+        assert_eq!(f.given().len(), 0);
+        assert_eq!(f.family(), Some("obrien"));
+        assert_eq!(
+            (
+                f.nhs(),
+                f.ni(),
+                f.email(),
+                f.mailbox(),
+                f.postcode(),
+                f.outward()
+            ),
+            (None, None, None, None, None, None)
+        );
+        assert!(f.mobiles().is_empty() && f.landlines().is_empty());
+        assert!(!f.mobiles().shares(f.landlines()));
+    }
 }

@@ -962,7 +962,7 @@ impl ClusterSummary {
     fn of(id: u32, f: Option<&Features>) -> Self {
         ClusterSummary {
             members: vec![id],
-            nhs: f.and_then(|f| f.nhs.clone()),
+            nhs: f.and_then(|f| f.nhs().map(str::to_owned)),
             conflicted_nhs: false,
             birth_date: f.and_then(|f| f.birth_date),
             gender: f.and_then(|f| f.gender),
