@@ -361,8 +361,26 @@ pub fn remap_stale(
         mapping: Some(mapping.clone()),
         checkpoint: None,
     };
+    if !fresh_full_scan {
+        remap_live(conn, &page, mapping, &mut counts)?;
+    }
+    conn.execute(
+        "UPDATE sync_state SET mapping_hash = ?2 WHERE source = ?1",
+        params![source, &*mapping.hash],
+    )?;
+    Ok(counts)
+}
+
+/// Maps the live records of `page.source` not on `mapping`'s version, a chunk per transaction.
+fn remap_live(
+    conn: &mut Connection,
+    page: &PageWrite,
+    mapping: &KindMapping,
+    counts: &mut PageCounts,
+) -> Result<()> {
+    let source: &str = &page.source;
     let mut after = 0_i64;
-    while !fresh_full_scan {
+    loop {
         let tx = conn.transaction()?;
         let stale: Vec<(i64, StoredRecord, Stored)> = tx
             .prepare_cached(
@@ -396,15 +414,11 @@ pub fn remap_stale(
         let now = now_rfc3339();
         for (_, record, stored) in &stale {
             let canonical = map_payload(&mapping.mapping, &record.payload);
-            write_canonical(&tx, &page, record, &canonical, &now, *stored, &mut counts)?;
+            write_canonical(&tx, page, record, &canonical, &now, *stored, counts)?;
         }
         tx.commit()?;
     }
-    conn.execute(
-        "UPDATE sync_state SET mapping_hash = ?2 WHERE source = ?1",
-        params![source, &*mapping.hash],
-    )?;
-    Ok(counts)
+    Ok(())
 }
 
 /// Which of a record's derived rows are stored already.
