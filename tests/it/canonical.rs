@@ -317,16 +317,7 @@ async fn only_changed_records_or_a_new_mapping_version_are_mapped() {
     assert_eq!(given, "Zebedee");
 
     // A new version of every mapping file (a comment is enough): every record is mapped again.
-    let mappings = tempfile::tempdir().unwrap();
-    for kind in SourceKind::ALL {
-        let from = format!("{}/mappings/{kind}.toml", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(from).unwrap();
-        std::fs::write(
-            mappings.path().join(format!("{kind}.toml")),
-            format!("{text}\n# version 2\n"),
-        )
-        .unwrap();
-    }
+    let mappings = new_mapping_versions();
     h.config.mappings_dir = Some(mappings.path().to_path_buf());
     let report = h.run_report(Mode::Backfill, Vec::new()).await;
     assert_all_succeeded(&report.sources);
@@ -387,16 +378,7 @@ async fn a_new_mapping_version_reaches_every_record_on_an_incremental_sync() {
     let old_hashes = h.count("SELECT count(DISTINCT mapping_hash) FROM canonical_record");
     assert_eq!(old_hashes, 5, "one version per kind");
 
-    let mappings = tempfile::tempdir().unwrap();
-    for kind in SourceKind::ALL {
-        let from = format!("{}/mappings/{kind}.toml", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(from).unwrap();
-        std::fs::write(
-            mappings.path().join(format!("{kind}.toml")),
-            format!("{text}\n# version 2\n"),
-        )
-        .unwrap();
-    }
+    let mappings = new_mapping_versions();
     h.config.mappings_dir = Some(mappings.path().to_path_buf());
     let report = h.run_report(Mode::Sync, Vec::new()).await;
     assert_all_succeeded(&report.sources);
@@ -448,4 +430,20 @@ async fn a_new_mapping_version_reaches_every_record_on_an_incremental_sync() {
         assert_eq!((c.mapped, c.mapping_failures), (0, 0), "{}", o.source);
     }
     h.sims.shutdown().await;
+}
+
+/// A copy of every built-in mapping file with a comment added: a new version of each, mapping
+/// as before.
+fn new_mapping_versions() -> tempfile::TempDir {
+    let mappings = tempfile::tempdir().unwrap();
+    for kind in SourceKind::ALL {
+        let from = format!("{}/mappings/{kind}.toml", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(from).unwrap();
+        std::fs::write(
+            mappings.path().join(format!("{kind}.toml")),
+            format!("{text}\n# version 2\n"),
+        )
+        .unwrap();
+    }
+    mappings
 }
