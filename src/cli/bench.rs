@@ -291,14 +291,14 @@ fn floor_secs(outcomes: &[SourceOutcome], config: &crate::config::Config) -> (f6
     (rate_floor, window_floor)
 }
 
-/// Copies the write-ahead log into the database, untimed, so that a stage timed alone does not
-/// share the machine with the background checkpoint of the stage before it (as it would not
-/// in a new process).
 /// Rows the writer's connection has inserted, updated or deleted since it opened.
 async fn total_changes(store: &Store) -> anyhow::Result<u64> {
     store.writer.call(|conn| Ok(conn.total_changes())).await
 }
 
+/// Copies the write-ahead log into the database, untimed, so that a stage timed alone does not
+/// share the machine with the background checkpoint of the stage before it (as it would not
+/// in a new process).
 async fn settle(store: &Store) -> anyhow::Result<()> {
     store
         .writer

@@ -147,10 +147,14 @@ pub struct PairComparison {
 /// Contact fields (personal email, mobile, postcode) that both records hold and that disagree.
 pub(crate) fn contact_disagreements(a: &Features, b: &Features) -> u8 {
     let email = matches!((a.mailbox(), b.mailbox()), (Some(x), Some(y)) if x != y);
-    let mobile =
-        !a.mobiles().is_empty() && !b.mobiles().is_empty() && !a.mobiles().shares(b.mobiles());
+    let mobile = mobiles_differ(a, b);
     let postcode = matches!((a.postcode(), b.postcode()), (Some(x), Some(y)) if x != y);
     u8::from(email) + u8::from(mobile) + u8::from(postcode)
+}
+
+/// Both records hold a mobile, and none in common.
+fn mobiles_differ(a: &Features, b: &Features) -> bool {
+    !a.mobiles().is_empty() && !b.mobiles().is_empty() && !a.mobiles().shares(b.mobiles())
 }
 
 /// True when the two records' contact details say they are different people: at least
@@ -407,8 +411,8 @@ pub(crate) fn compare(config: &MatchConfig, a: &Features, b: &Features) -> PairC
     }
 
     let contact_disagreements = contact_disagreements(a, b);
-    let personal_contact_differs = matches!((a.mailbox(), b.mailbox()), (Some(x), Some(y)) if x != y)
-        || (!a.mobiles().is_empty() && !b.mobiles().is_empty() && !a.mobiles().shares(b.mobiles()));
+    let personal_contact_differs =
+        matches!((a.mailbox(), b.mailbox()), (Some(x), Some(y)) if x != y) || mobiles_differ(a, b);
     if contact_conflict(config, a, b) {
         veto = veto.or(Some(Veto::ContactDetails));
     }

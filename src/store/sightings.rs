@@ -69,3 +69,62 @@ pub fn forget_other_scans(conn: &Connection, source: &str, keep: Option<i64>) ->
         .execute(params![source, keep])?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        for (id, deleted) in [("a", None), ("b", None), ("c", Some("t")), ("d", None)] {
+            conn.execute(
+                "INSERT INTO source_record (source, external_id, kind, payload, content_hash, first_seen_at, sighting_stored_at, changed_at, sighting_scan, deleted_at)
+                 VALUES ('s', ?1, 'pace_users', '{}', 'h', 't', 't', 't', 1, ?2)",
+                params![id, deleted],
+            )
+            .unwrap();
+        }
+        (dir, conn)
+    }
+
+    fn id_of(conn: &Connection, external_id: &str) -> i64 {
+        conn.query_row(
+            "SELECT record_id FROM source_record WHERE external_id = ?1",
+            [external_id],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_live_records_a_scan_did_not_note_are_unseen() {
+        let (_dir, conn) = store();
+        note(&conn, "s", 2, &[id_of(&conn, "a")]).unwrap();
+        note(&conn, "s", 1, &[id_of(&conn, "b")]).unwrap();
+        let unseen: Vec<String> = unseen(&conn, "s", 2)
+            .unwrap()
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
+        // `b` was seen by another scan only; `c` is already deleted.
+        assert_eq!(unseen, ["b", "d"]);
+        forget_other_scans(&conn, "s", Some(2)).unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM scan_sighting", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
+    }
+
+    #[test]
+    fn a_damaged_sighting_row_is_an_error() {
+        let (_dir, conn) = store();
+        conn.execute(
+            "INSERT INTO scan_sighting (source, scan_id, record_ids) VALUES ('s', 2, x'0102')",
+            [],
+        )
+        .unwrap();
+        let error = unseen(&conn, "s", 2).unwrap_err().to_string();
+        assert!(error.contains("damaged"), "{error}");
+    }
+}

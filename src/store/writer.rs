@@ -322,8 +322,8 @@ fn commit_pages(
     }
 }
 
-/// A stored record: content hash, last scan that saw it, deleted upstream, and the mapping
-/// hash of its canonical row and of its mapping failure (at most one of them exists).
+/// A stored record: its record id, content hash, deleted upstream, and the mapping hash of
+/// its canonical row and of its mapping failure (at most one of them exists).
 type Found = (i64, String, bool, Option<String>, Option<String>);
 
 /// Live records re-mapped per transaction by [`remap_stale`].
