@@ -717,23 +717,22 @@ impl LinkIndex {
 
     fn cluster_view(&self, mut ids: Vec<u32>) -> Cluster {
         ids.sort_by(|x, y| self.record_of(*x).cmp(&self.record_of(*y)));
-        let members: Vec<Member> = ids
-            .iter()
-            .filter_map(|id| {
-                let s = self.slot(*id)?;
-                Some(Member {
-                    record: s.record.clone(),
-                    kind: s.kind,
-                    link: s.link.and_then(|(rule, score, via)| {
-                        Some(Link {
-                            rule,
-                            score,
-                            via: self.record_of(via)?.clone(),
-                        })
-                    }),
-                })
+        // Sized exactly: a full link holds one per person, most of them of one record.
+        let mut members: Vec<Member> = Vec::with_capacity(ids.len());
+        members.extend(ids.iter().filter_map(|id| {
+            let s = self.slot(*id)?;
+            Some(Member {
+                record: s.record.clone(),
+                kind: s.kind,
+                link: s.link.and_then(|(rule, score, via)| {
+                    Some(Link {
+                        rule,
+                        score,
+                        via: self.record_of(via)?.clone(),
+                    })
+                }),
             })
-            .collect();
+        }));
         let mut runners_up: Vec<Candidate> = Vec::new();
         for id in &ids {
             let Some(s) = self.slot(*id) else { continue };

@@ -262,6 +262,18 @@ pub fn compute(conn: &Connection, config: &Config, mappings: &Mappings) -> Resul
             Ok(())
         },
     )?;
+    plan.writes.reserve_exact(
+        planned
+            .iter()
+            .map(|t| t.updates.len() + t.creates.len())
+            .sum(),
+    );
+    plan.refused.reserve_exact(
+        planned
+            .iter()
+            .map(|t| t.update_refused.len() + t.create_refused.len())
+            .sum(),
+    );
     for t in planned {
         plan.writes.extend(t.updates);
         plan.writes.extend(t.creates);
@@ -600,10 +612,17 @@ fn keep_encodable(
         }
     }
     let written: HashSet<Field> = payload.entries.iter().map(|e| e.field).collect();
-    let changes = changes
+    let mut changes: Vec<FieldChange> = changes
         .into_iter()
         .filter(|c| !dropped.contains(&c.field) && written.contains(&c.field))
         .collect();
+    // A plan holds every write: what it keeps is sized exactly, and what the refusals above
+    // now say is not kept twice.
+    changes.shrink_to_fit();
+    let mut payload = payload;
+    payload.entries.shrink_to_fit();
+    payload.not_writable = Vec::new();
+    payload.problems = Vec::new();
     (changes, payload)
 }
 

@@ -256,7 +256,10 @@ impl CompiledMapping {
     /// Encodes canonical values for this source. Only fields present in `values` are written;
     /// each goes to its declared source field with the rule's encoder. Never panics.
     pub fn reverse(&self, values: &CanonicalValues) -> WritePayload {
-        let mut payload = WritePayload::default();
+        let mut payload = WritePayload {
+            entries: Vec::with_capacity(values.len()),
+            ..WritePayload::default()
+        };
         for binding in &self.writes {
             let Some(value) = values.get(binding.field) else {
                 continue;
