@@ -145,7 +145,7 @@ pub fn prepare_all<T: Sync>(
 
 /// Links `records` from scratch.
 pub fn resolve(config: &MatchConfig, records: Vec<InputRecord>) -> Resolution {
-    LinkIndex::build(config.clone(), records).resolution()
+    LinkIndex::build(config.clone(), records).into_resolution()
 }
 
 fn order_of(record: &RecordRef) -> u64 {
@@ -799,6 +799,22 @@ impl LinkIndex {
 
     /// The whole current result.
     pub fn resolution(&self) -> Resolution {
+        self.resolution_with(self.stats(0))
+    }
+
+    /// The whole result, when nothing more is asked of the index: its features, keys and
+    /// blocks are let go first, so that a full link does not hold them and the result at once.
+    pub fn into_resolution(mut self) -> Resolution {
+        let stats = self.stats(0);
+        self.blocks = Blocks::default();
+        for slot in self.slots.iter_mut().flatten() {
+            slot.features = Features::default();
+            slot.keys = Vec::new();
+        }
+        self.resolution_with(stats)
+    }
+
+    fn resolution_with(&self, stats: LinkStats) -> Resolution {
         let mut groups: HashMap<u32, Vec<u32>> = HashMap::new();
         for (id, s) in self.slots.iter().enumerate() {
             if let Some(s) = s {
@@ -812,7 +828,10 @@ impl LinkIndex {
         clusters.sort_by(|a, b| a.members[0].record.cmp(&b.members[0].record));
         let review = self.review_pairs(|_, _| true);
         Resolution {
-            stats: self.stats(clusters.len()),
+            stats: LinkStats {
+                clusters: clusters.len(),
+                ..stats
+            },
             clusters,
             review,
         }

@@ -436,3 +436,17 @@ fn of_a_record_given_twice_the_last_version_is_linked() {
         "the last version of `dup` is Ann"
     );
 }
+
+/// A full link lets the index go as it resolves (`into_resolution`): the result is the one
+/// an index that stays (as an incremental link keeps it) gives.
+#[test]
+fn letting_the_index_go_leaves_the_resolution_unchanged() {
+    let data = dataset(1500, 11);
+    let index = LinkIndex::build(MatchConfig::default(), data.records);
+    let kept = index.resolution();
+    assert!(kept.clusters.iter().any(|c| c.members.len() > 2));
+    assert!(kept.clusters.iter().any(|c| !c.runners_up.is_empty()));
+    assert!(!kept.review.is_empty());
+    assert!(kept.stats.blocks > 0 && kept.stats.kept_pairs > 0);
+    assert_eq!(index.into_resolution(), kept);
+}

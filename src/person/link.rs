@@ -60,34 +60,24 @@ impl Linker {
     pub fn link_pending(&mut self, conn: &mut Connection) -> Result<LinkOutcome> {
         let started = Instant::now();
         let tx = conn.transaction()?;
-        let queue: Vec<RecordRef> = {
-            let mut stmt =
-                tx.prepare("SELECT source, external_id FROM relink_queue ORDER BY 1, 2")?;
-            stmt.query_map([], |r| {
-                Ok(RecordRef::new(
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<_>>()?
-        };
-        if queue.is_empty() {
+        let queued: i64 = tx.query_row("SELECT count(*) FROM relink_queue", [], |r| r.get(0))?;
+        if queued == 0 {
             return Ok(LinkOutcome::default());
         }
         let mut outcome = LinkOutcome {
-            queued: queue.len(),
+            queued: queued as usize,
             ..LinkOutcome::default()
         };
         let stored = link_state::current(&tx, &self.config)?;
-        let in_full = stored.is_none_or(|n| queue.len() as u64 * FULL_LINK_SHARE > n);
+        let in_full = stored.is_none_or(|n| queued as u64 * FULL_LINK_SHARE > n);
         outcome.full = in_full;
-        let (clusters, review, scope) = if in_full {
+        // A full link reads the queue only to write the persons, once its index is gone.
+        let (clusters, review, scope, queue) = if in_full {
             let records = prepare_live(&tx)?;
             let loaded_ms = started.elapsed().as_millis() as u64;
             outcome.records_linked = records.len();
             let index = LinkIndex::build_prepared(self.config.clone(), records);
             let built_ms = started.elapsed().as_millis() as u64;
-            let resolution = index.resolution();
             let stats = index.link_stats();
             tracing::debug!(
                 records = stats.records,
@@ -97,19 +87,20 @@ impl Linker {
                 kept_pairs = stats.kept_pairs,
                 "link index stats"
             );
+            link_state::save_full(&tx, &index, &self.config)?;
+            let saved_ms = started.elapsed().as_millis() as u64;
+            let resolution = index.into_resolution();
             tracing::debug!(
                 loaded_ms,
                 built_ms,
+                saved_ms,
                 resolved_ms = started.elapsed().as_millis() as u64,
-                "link index built"
+                "link index built, state saved, clusters resolved"
             );
-            link_state::save_full(&tx, &index, &self.config)?;
-            tracing::debug!(
-                saved_ms = started.elapsed().as_millis() as u64,
-                "link state saved"
-            );
-            (resolution.clusters, resolution.review, Scope::All)
+            let queue = read_queue(&tx)?;
+            (resolution.clusters, resolution.review, Scope::All, queue)
         } else {
+            let queue = read_queue(&tx)?;
             let prepare = |refs: &[RecordRef]| -> Result<Vec<Prepared>> {
                 Ok(load_live(&tx, refs)?.iter().map(Prepared::new).collect())
             };
@@ -125,6 +116,7 @@ impl Linker {
                 relinked.clusters,
                 relinked.review,
                 Scope::Records(relinked.affected),
+                queue,
             )
         };
         let changed_values: HashSet<RecordRef> = queue.into_iter().collect();
@@ -142,6 +134,20 @@ impl Linker {
         outcome.millis = started.elapsed().as_millis();
         Ok(outcome)
     }
+}
+
+/// The records whose values changed since they were last linked, in record order.
+fn read_queue(conn: &Connection) -> Result<Vec<RecordRef>> {
+    let mut stmt = conn.prepare("SELECT source, external_id FROM relink_queue ORDER BY 1, 2")?;
+    let queue = stmt
+        .query_map([], |r| {
+            Ok(RecordRef::new(
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(queue)
 }
 
 enum Scope {
