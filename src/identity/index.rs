@@ -41,13 +41,10 @@ struct Edge {
     personal_contact_differs: bool,
 }
 
-struct Slot {
-    record: RecordRef,
-    kind: SourceKind,
+/// A record's linking state in the index (what it was prepared with stays in its `Prepared`).
+struct Linking {
     /// Hash of the reference: orders ties independently of input order.
     order: u64,
-    features: Features,
-    keys: Vec<BlockKey>,
     edges: Vec<Edge>,
     /// The anchor slot of the record's cluster.
     cluster: u32,
@@ -57,11 +54,29 @@ struct Slot {
     refused: Vec<(u32, NotLinked)>,
 }
 
-/// The linking state: rebuild it with [`LinkIndex::build`] from the stored canonical values,
-/// then keep it up to date with [`LinkIndex::apply`].
+/// One record of the index as read: its prepared features and its linking state.
+#[derive(Clone, Copy)]
+struct Slot<'a> {
+    record: &'a RecordRef,
+    kind: SourceKind,
+    features: &'a Features,
+    keys: &'a [BlockKey],
+    order: u64,
+    edges: &'a [Edge],
+    cluster: u32,
+    link: Option<(Rule, f64, u32)>,
+    refused: &'a [(u32, NotLinked)],
+}
+
+/// Records linked from scratch ([`LinkIndex::build`] and its kin), with every kept
+/// comparison and the clusters.
 pub struct LinkIndex {
     config: MatchConfig,
-    slots: Vec<Option<Slot>>,
+    /// The records in record order; a record's slot is its position here and in `linking`.
+    /// They stay where they were prepared: a full link holds them once, not a prepared copy
+    /// and an index copy.
+    prepared: Vec<Prepared>,
+    linking: Vec<Linking>,
     blocks: Blocks,
     oversized: HashSet<u64>,
     compared_pairs: u64,
@@ -200,34 +215,24 @@ impl LinkIndex {
         records.reverse();
         records.sort_by(|a, b| a.record.cmp(&b.record));
         records.dedup_by(|later, earlier| later.record == earlier.record);
-        let mut index = LinkIndex {
-            config,
-            slots: Vec::with_capacity(records.len()),
-            blocks: Blocks::default(),
-            oversized: HashSet::new(),
-            compared_pairs: 0,
-        };
-        for Prepared {
-            record,
-            kind,
-            features,
-            keys,
-        } in records
-        {
-            let id = index.slots.len() as u32;
-            index.slots.push(Some(Slot {
-                order: order_of(&record),
-                record,
-                kind,
-                features,
-                keys,
+        let linking = (0..records.len() as u32)
+            .zip(&records)
+            .map(|(id, p)| Linking {
+                order: order_of(&p.record),
                 edges: Vec::new(),
                 cluster: id,
                 link: None,
                 refused: Vec::new(),
-            }));
-        }
-        index.blocks = Blocks::build(&index.slots);
+            })
+            .collect();
+        let mut index = LinkIndex {
+            config,
+            blocks: Blocks::build(&records),
+            prepared: records,
+            linking,
+            oversized: HashSet::new(),
+            compared_pairs: 0,
+        };
         match oversized {
             Some(given) => index.oversized = given,
             None => {
@@ -243,17 +248,35 @@ impl LinkIndex {
             }
         }
         index.score_all_blocks();
-        let all: Vec<u32> = (0..index.slots.len() as u32).collect();
+        let all: Vec<u32> = index.slot_ids().collect();
         index.recluster(&all);
         index
     }
 
-    fn slot(&self, id: u32) -> Option<&Slot> {
-        self.slots.get(id as usize).and_then(Option::as_ref)
+    fn slot_ids(&self) -> std::ops::Range<u32> {
+        0..self.prepared.len() as u32
     }
 
-    fn slot_mut(&mut self, id: u32) -> Option<&mut Slot> {
-        self.slots.get_mut(id as usize).and_then(Option::as_mut)
+    fn slot(&self, id: u32) -> Option<Slot<'_>> {
+        let (p, l) = (
+            self.prepared.get(id as usize)?,
+            self.linking.get(id as usize)?,
+        );
+        Some(Slot {
+            record: &p.record,
+            kind: p.kind,
+            features: &p.features,
+            keys: &p.keys,
+            order: l.order,
+            edges: &l.edges,
+            cluster: l.cluster,
+            link: l.link,
+            refused: &l.refused,
+        })
+    }
+
+    fn slot_mut(&mut self, id: u32) -> Option<&mut Linking> {
+        self.linking.get_mut(id as usize)
     }
 
     fn block_size(&self, key: BlockKey, members: &[u32]) -> BlockSize {
@@ -298,10 +321,10 @@ impl LinkIndex {
     /// Compares `a` and `b` if `key` is the key they are compared under.
     fn compare_under(&self, key: u64, a: u32, b: u32) -> Option<Option<Edge>> {
         let (sa, sb) = (self.slot(a)?, self.slot(b)?);
-        if self.first_admitting_key(sa, sb) != Some(key) {
+        if self.first_admitting_key(&sa, &sb) != Some(key) {
             return None;
         }
-        let c = compare(&self.config, &sa.features, &sb.features);
+        let c = compare(&self.config, sa.features, sb.features);
         let keep = c.rule.is_some()
             || (c.veto.is_none() && c.score >= self.config.candidate_keep_score())
             || (c.veto.is_some()
@@ -445,7 +468,7 @@ impl LinkIndex {
                     let (Some(fy), Some(fz)) = (self.slot(ey.other), self.slot(ez.other)) else {
                         continue;
                     };
-                    if compare(&self.config, &fy.features, &fz.features)
+                    if compare(&self.config, fy.features, fz.features)
                         .veto
                         .is_none()
                     {
@@ -466,7 +489,7 @@ impl LinkIndex {
 
     fn tie_key(&self, id: u32) -> (u64, Option<&RecordRef>) {
         self.slot(id)
-            .map_or((u64::MAX, None), |s| (s.order, Some(&s.record)))
+            .map_or((u64::MAX, None), |s| (s.order, Some(s.record)))
     }
 
     /// Greedy clustering of `members`, a union of whole components.
@@ -476,12 +499,12 @@ impl LinkIndex {
             .copied()
             .filter(|m| self.slot(*m).is_some())
             .collect();
-        let local = Positions::new(self.slots.len(), &live);
+        let local = Positions::new(self.prepared.len(), &live);
         let mut edges: Vec<(u32, Edge)> = Vec::new();
         let mut weak: Vec<(u32, Edge)> = Vec::new();
         for &a in &live {
             if let Some(s) = self.slot(a) {
-                for e in &s.edges {
+                for e in s.edges {
                     if a < e.other && local.contains(e.other) {
                         if self.eligible(e) {
                             edges.push((a, *e));
@@ -540,7 +563,7 @@ impl LinkIndex {
         let roots: Vec<usize> = (0..live.len()).map(|i| uf.find(i)).collect();
         let mut rivals: HashMap<usize, BTreeSet<usize>> = HashMap::new();
         for (la, &a) in live.iter().enumerate() {
-            for e in self.slot(a).map_or(&[][..], |s| s.edges.as_slice()) {
+            for e in self.slot(a).map_or(&[][..], |s| s.edges) {
                 if let Some(lb) = local.get(e.other)
                     && self.context(e)
                     && roots[la] != roots[lb]
@@ -646,7 +669,7 @@ impl LinkIndex {
     }
 
     fn record_of(&self, id: u32) -> Option<&RecordRef> {
-        self.slot(id).map(|s| &s.record)
+        self.slot(id).map(|s| s.record)
     }
 
     fn share_source(&self, a: &ClusterSummary, b: &ClusterSummary) -> bool {
@@ -678,10 +701,10 @@ impl LinkIndex {
                 let (Some(sx), Some(sy)) = (self.slot(*x), self.slot(*y)) else {
                     continue;
                 };
-                if given_level(&sx.features, &sy.features) == Some(GivenLevel::Differ) {
+                if given_level(sx.features, sy.features) == Some(GivenLevel::Differ) {
                     return Some(NotLinked::ClusterConflict(Veto::GivenName));
                 }
-                if contact_conflict(&self.config, &sx.features, &sy.features) {
+                if contact_conflict(&self.config, sx.features, sy.features) {
                     return Some(NotLinked::ClusterConflict(Veto::ContactDetails));
                 }
             }
@@ -736,7 +759,7 @@ impl LinkIndex {
         let mut runners_up: Vec<Candidate> = Vec::new();
         for id in &ids {
             let Some(s) = self.slot(*id) else { continue };
-            for e in &s.edges {
+            for e in s.edges {
                 let outside = self.slot(e.other).is_some_and(|o| o.cluster != s.cluster);
                 if outside && let Some(c) = self.candidate(*id, e) {
                     runners_up.push(c);
@@ -758,10 +781,9 @@ impl LinkIndex {
     /// Unlinked pairs across clusters worth a look, filtered by `keep(a, b)`.
     fn review_pairs(&self, keep: impl Fn(u32, u32) -> bool) -> Vec<Candidate> {
         let mut out = Vec::new();
-        for (a, s) in self.slots.iter().enumerate() {
-            let Some(s) = s else { continue };
-            let a = a as u32;
-            for e in &s.edges {
+        for a in self.slot_ids() {
+            let Some(s) = self.slot(a) else { continue };
+            for e in s.edges {
                 let Some(o) = self.slot(e.other) else {
                     continue;
                 };
@@ -807,19 +829,17 @@ impl LinkIndex {
     pub fn into_resolution(mut self) -> Resolution {
         let stats = self.stats(0);
         self.blocks = Blocks::default();
-        for slot in self.slots.iter_mut().flatten() {
-            slot.features = Features::default();
-            slot.keys = Vec::new();
+        for p in &mut self.prepared {
+            p.features = Features::default();
+            p.keys = Vec::new();
         }
         self.resolution_with(stats)
     }
 
     fn resolution_with(&self, stats: LinkStats) -> Resolution {
         let mut groups: HashMap<u32, Vec<u32>> = HashMap::new();
-        for (id, s) in self.slots.iter().enumerate() {
-            if let Some(s) = s {
-                groups.entry(s.cluster).or_default().push(id as u32);
-            }
+        for (id, l) in self.slot_ids().zip(&self.linking) {
+            groups.entry(l.cluster).or_default().push(id);
         }
         let mut clusters: Vec<Cluster> = groups
             .into_values()
@@ -839,30 +859,21 @@ impl LinkIndex {
 
     fn stats(&self, clusters: usize) -> LinkStats {
         LinkStats {
-            records: self.slots.iter().flatten().count(),
+            records: self.prepared.len(),
             clusters,
             blocks: self.blocks.keys.len(),
             oversized_blocks: self.oversized.len(),
             compared_pairs: self.compared_pairs,
-            kept_pairs: self
-                .slots
-                .iter()
-                .flatten()
-                .map(|s| s.edges.len())
-                .sum::<usize>()
-                / 2,
+            kept_pairs: self.linking.iter().map(|l| l.edges.len()).sum::<usize>() / 2,
         }
     }
 
     /// Every record with its slot number, in record order.
     pub fn records(&self) -> impl Iterator<Item = (u32, &RecordRef)> + '_ {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(|(id, s)| s.as_ref().map(|s| (id as u32, &s.record)))
+        self.slot_ids().zip(self.prepared.iter().map(|p| &p.record))
     }
 
-    /// A record's blocking keys (none for a slot not in use).
+    /// A record's blocking keys (none for a slot out of range).
     pub fn keys_of(&self, id: u32) -> impl Iterator<Item = KeyOf> + '_ {
         self.slot(id)
             .into_iter()
@@ -894,10 +905,9 @@ impl LinkIndex {
     /// Every kept pair, once, as slot numbers: `strong` when clustering reads it (it joins
     /// the two records' link-graph components).
     pub fn kept_pairs(&self, mut visit: impl FnMut(u32, u32, bool)) {
-        for (a, s) in self.slots.iter().enumerate() {
-            let Some(s) = s else { continue };
-            for e in s.edges.iter().filter(|e| e.other > a as u32) {
-                visit(a as u32, e.other, self.eligible(e) || self.context(e));
+        for (a, l) in self.slot_ids().zip(&self.linking) {
+            for e in l.edges.iter().filter(|e| e.other > a) {
+                visit(a, e.other, self.eligible(e) || self.context(e));
             }
         }
     }
@@ -905,10 +915,9 @@ impl LinkIndex {
     /// Counts only (cheap): records, clusters, blocks, comparisons of the last run.
     pub fn link_stats(&self) -> LinkStats {
         let clusters = self
-            .slots
+            .linking
             .iter()
-            .flatten()
-            .map(|s| s.cluster)
+            .map(|l| l.cluster)
             .collect::<HashSet<_>>()
             .len();
         self.stats(clusters)
@@ -929,13 +938,11 @@ struct Blocks {
 }
 
 impl Blocks {
-    fn build(slots: &[Option<Slot>]) -> Blocks {
+    fn build(records: &[Prepared]) -> Blocks {
         let mut entries: Vec<(u64, u32)> =
-            Vec::with_capacity(slots.iter().flatten().map(|s| s.keys.len()).sum());
-        for (id, slot) in slots.iter().enumerate() {
-            if let Some(s) = slot {
-                entries.extend(s.keys.iter().map(|k| (k.hash, id as u32)));
-            }
+            Vec::with_capacity(records.iter().map(|p| p.keys.len()).sum());
+        for (id, p) in (0u32..).zip(records) {
+            entries.extend(p.keys.iter().map(|k| (k.hash, id)));
         }
         entries.sort_unstable();
         let mut blocks = Blocks {
@@ -944,9 +951,7 @@ impl Blocks {
         };
         for (hash, id) in entries {
             if blocks.keys.last().is_none_or(|k| k.hash != hash) {
-                let key = slots[id as usize]
-                    .as_ref()
-                    .and_then(|s| s.keys.iter().find(|k| k.hash == hash));
+                let key = records[id as usize].keys.iter().find(|k| k.hash == hash);
                 if let Some(key) = key {
                     blocks.keys.push(*key);
                     blocks.starts.push(blocks.members.len() as u32);
@@ -1021,7 +1026,7 @@ impl<'a> Summaries<'a> {
             let id = self.live[at];
             self.of[at] = Some(ClusterSummary::of(
                 id,
-                self.index.slot(id).map(|s| &s.features),
+                self.index.slot(id).map(|s| s.features),
             ));
         }
     }
