@@ -586,7 +586,7 @@ fn keep_encodable(
     external_id: Option<&String>,
     person: i64,
     changes: Vec<FieldChange>,
-    payload: WritePayload,
+    mut payload: WritePayload,
 ) -> (Vec<FieldChange>, WritePayload) {
     let mut dropped: HashSet<Field> = HashSet::new();
     for field in &payload.not_writable {
@@ -619,7 +619,6 @@ fn keep_encodable(
     // A plan holds every write: what it keeps is sized exactly, and what the refusals above
     // now say is not kept twice.
     changes.shrink_to_fit();
-    let mut payload = payload;
     payload.entries.shrink_to_fit();
     payload.not_writable = Vec::new();
     payload.problems = Vec::new();
