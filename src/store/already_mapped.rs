@@ -195,6 +195,29 @@ mod tests {
             .unwrap()
     }
 
+    /// Another connection can hold SQLite's write lock for a moment (a reader rebuilding a
+    /// torn WAL-index header takes it). A page's transaction reads before it writes; begun
+    /// deferred, its upgrade to a write failed at once with "database is locked", without
+    /// waiting out the busy timeout (the failure of a 1M-record bench's second sync).
+    #[tokio::test]
+    async fn a_page_waits_for_a_write_lock_held_elsewhere_for_a_moment() {
+        let (_dir, store, m, _lookup) = fixture();
+        let other = crate::store::open(&store.path).unwrap();
+        let (locked, is_locked) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            other.execute_batch("BEGIN IMMEDIATE").unwrap();
+            locked.send(()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        is_locked.recv().unwrap();
+        let id = "a@example.org";
+        let counts = write(&store, vec![record(id, payload(id, "Ann"), &m, false)], &m).await;
+        holder.join().unwrap();
+        assert_eq!((counts.inserted, counts.mapped), (1, 1));
+        assert!(stored(&store, id).await.0.is_some());
+    }
+
     /// (content hash, mapping hash, given name) of the canonical row, and whether the record
     /// is queued for linking; the queue is emptied.
     async fn stored(store: &Store, id: &str) -> (Option<(String, String, String)>, bool) {

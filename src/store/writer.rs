@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{insert_or_upsert, now_rfc3339};
@@ -144,7 +144,11 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn spawn(conn: Connection) -> Writer {
+    pub fn spawn(mut conn: Connection) -> Writer {
+        // Every transaction here writes, and most read first. Begun deferred, a read's upgrade
+        // to a write fails at once when another connection holds the write lock for a moment
+        // (SQLite does not wait out the busy timeout there); begun immediate, it waits.
+        conn.set_transaction_behavior(TransactionBehavior::Immediate);
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         if let Err(e) = conn.pragma_update(None, "cache_size", -CACHE_KIB) {
             tracing::warn!(error = %e, "cannot enlarge the writer's page cache");
