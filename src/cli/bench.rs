@@ -59,12 +59,16 @@ struct Report {
     backfill_records_per_sec: f64,
     /// Of the backfill's wall time: linking every record and writing the persons.
     link_secs: Option<f64>,
-    /// Of the backfill's wall time: extraction (fetch, parse, map, store), i.e. all but linking.
+    /// Of the backfill's wall time: extraction (fetch, parse, map, store), before linking.
     extraction_secs: Option<f64>,
     extraction_records_per_sec: Option<f64>,
     /// Extraction records/s ÷ the slowest stage limit.
     extraction_share_of_slowest_stage: Option<f64>,
     peak_rss_mb_above_simulators: Option<f64>,
+    /// Peak RSS above the simulators' own while extracting: bounded by the queues.
+    extraction_peak_rss_mb: Option<f64>,
+    /// Peak RSS above the simulators' own while linking (the peak restarted when it began).
+    link_peak_rss_mb: Option<f64>,
     sources: Vec<SourceFigures>,
     nochange_sync_secs: f64,
     nochange_sync_rows_written: u64,
@@ -120,17 +124,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         ..Report::default()
     };
 
+    // `Pipeline::run`'s two halves, called here one after the other as `run` does, so that
+    // each half's peak memory is measured on its own.
     let baseline = memory::reset_peak();
     let started = Instant::now();
-    let outcomes = pipeline
-        .run(&RunOptions {
+    let sources = pipeline
+        .extract(&RunOptions {
             mode: Mode::Backfill,
             only: Vec::new(),
             progress: Progress::quiet(),
         })
         .await?;
+    let extraction_elapsed = started.elapsed();
+    report.extraction_peak_rss_mb = memory::peak_above(baseline);
+    memory::reset_peak();
+    let link = pipeline.link_unless_stopping().await;
     let elapsed = started.elapsed();
-    report.peak_rss_mb_above_simulators = memory::peak_above(baseline);
+    report.link_peak_rss_mb = memory::peak_above(baseline);
+    report.peak_rss_mb_above_simulators = report
+        .extraction_peak_rss_mb
+        .zip(report.link_peak_rss_mb)
+        .map(|(e, l)| e.max(l));
+    let outcomes = RunReport { sources, link };
     check_all_succeeded(&outcomes)?;
     report.link_secs = outcomes
         .link
@@ -141,10 +156,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     report.records = outcomes.iter().map(|o| o.counts.records_seen).sum();
     report.backfill_secs = elapsed.as_secs_f64();
     report.backfill_records_per_sec = report.records as f64 / elapsed.as_secs_f64();
-    // `run` is extraction then linking, one after the other: extraction is the rest.
-    report.extraction_secs = report
-        .link_secs
-        .map(|link| (report.backfill_secs - link).max(f64::EPSILON));
+    report.extraction_secs = Some(extraction_elapsed.as_secs_f64().max(f64::EPSILON));
     report.extraction_records_per_sec = report
         .extraction_secs
         .map(|secs| report.records as f64 / secs);
@@ -629,6 +641,10 @@ fn render(r: &Report) -> String {
             "  peak RSS           {:>12.1} MB above the simulators' own",
             mb
         );
+    }
+    if let (Some(extraction), Some(link)) = (r.extraction_peak_rss_mb, r.link_peak_rss_mb) {
+        let _ = writeln!(out, "    while extracting {:>12.1} MB", extraction);
+        let _ = writeln!(out, "    while linking    {:>12.1} MB", link);
     }
     let _ = writeln!(
         out,

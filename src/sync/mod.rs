@@ -134,13 +134,18 @@ impl Pipeline {
     /// Reads the sources, then links what changed.
     pub async fn run(&self, options: &RunOptions) -> Result<RunReport> {
         let sources = self.extract(options).await?;
-        let link = if self.stop.load(Ordering::SeqCst) {
-            // The queue is kept in the store; the next run links it.
+        let link = self.link_unless_stopping().await;
+        Ok(RunReport { sources, link })
+    }
+
+    /// [`Self::link`], unless shutting down: the queue is kept in the store, and the next run
+    /// links it.
+    pub async fn link_unless_stopping(&self) -> Result<LinkOutcome, String> {
+        if self.stop.load(Ordering::SeqCst) {
             Err("skipped: shutting down".to_string())
         } else {
             self.link().await
-        };
-        Ok(RunReport { sources, link })
+        }
     }
 
     /// The writes that would bring each writable source in line with the canonical persons.
@@ -197,7 +202,8 @@ impl Pipeline {
         Ok(outcome)
     }
 
-    async fn extract(&self, options: &RunOptions) -> Result<Vec<SourceOutcome>> {
+    /// Reads the sources into the store, each on its own task: the first half of [`Self::run`].
+    pub async fn extract(&self, options: &RunOptions) -> Result<Vec<SourceOutcome>> {
         let sources = build_sources(
             &self.config,
             &options.only,

@@ -1051,4 +1051,14 @@ fn bench_reports_every_stage() {
     let share = r["share_of_slowest_stage"].as_f64().unwrap();
     let expected = r["backfill_records_per_sec"].as_f64().unwrap() / slowest;
     assert!((share - expected).abs() < 1e-9, "{share} vs {expected}");
+    // Extraction and linking are timed and their peak memory measured each on its own.
+    let secs = |k: &str| r[k].as_f64().unwrap();
+    assert!(secs("extraction_secs") + secs("link_secs") <= secs("backfill_secs"));
+    if cfg!(target_os = "linux") {
+        let (extracting, linking) = (secs("extraction_peak_rss_mb"), secs("link_peak_rss_mb"));
+        assert_eq!(
+            secs("peak_rss_mb_above_simulators"),
+            extracting.max(linking)
+        );
+    }
 }
