@@ -1,5 +1,6 @@
 //! `caresync bench`: the pipeline against the built-in simulators, measured against the
-//! limits of each stage on the same record shapes. The same `Pipeline::run` as `backfill`.
+//! limits of each stage on the same record shapes. The same `Pipeline` as `backfill`: its
+//! backfill is `Pipeline::run`'s two halves, called one after the other.
 
 use std::process::ExitCode;
 use std::sync::Arc;
