@@ -244,6 +244,102 @@ impl Features {
     }
 }
 
+/// The stored form of a record's features and blocking keys (`link_record.features`), read
+/// back by a full link that does not hold every record: version 1, then little-endian
+/// present (u16), birth date (i32 days from 0001-01-01, or i32::MIN), given age (i64, or
+/// i64::MIN), gender (u8, 0 = none), the parts' ends (u32 each), the keys (count u16, then
+/// hash u64 and kind u8 each), and the text.
+const STORED_VERSION: u8 = 1;
+
+impl Features {
+    pub(crate) fn encode(&self, keys: &[BlockKey]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(20 + 4 * PARTS + 9 * keys.len() + self.text.len());
+        out.push(STORED_VERSION);
+        out.extend_from_slice(&self.present.to_le_bytes());
+        let days = self
+            .birth_date
+            .map_or(i32::MIN, |d| chrono::Datelike::num_days_from_ce(&d));
+        out.extend_from_slice(&days.to_le_bytes());
+        out.extend_from_slice(&self.given_age.unwrap_or(i64::MIN).to_le_bytes());
+        out.push(match self.gender {
+            None => 0,
+            Some(Gender::Female) => 1,
+            Some(Gender::Male) => 2,
+            Some(Gender::NonBinary) => 3,
+            Some(Gender::Other) => 4,
+            Some(Gender::Unknown) => 5,
+        });
+        for end in self.ends {
+            out.extend_from_slice(&end.to_le_bytes());
+        }
+        out.extend_from_slice(&u16::try_from(keys.len()).unwrap_or(u16::MAX).to_le_bytes());
+        for k in keys.iter().take(usize::from(u16::MAX)) {
+            out.extend_from_slice(&k.hash.to_le_bytes());
+            out.push(k.kind as u8);
+        }
+        out.extend_from_slice(self.text.as_bytes());
+        out
+    }
+
+    /// Reads what [`Features::encode`] wrote; `None` for anything else.
+    pub(crate) fn decode(blob: &[u8]) -> Option<(Features, Vec<BlockKey>)> {
+        let mut at = blob;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let (head, rest) = at.split_at_checked(n)?;
+            at = rest;
+            Some(head)
+        };
+        if take(1)? != [STORED_VERSION] {
+            return None;
+        }
+        let present = u16::from_le_bytes(take(2)?.try_into().ok()?);
+        let days = i32::from_le_bytes(take(4)?.try_into().ok()?);
+        let age = i64::from_le_bytes(take(8)?.try_into().ok()?);
+        let gender = match take(1)?[0] {
+            0 => None,
+            1 => Some(Gender::Female),
+            2 => Some(Gender::Male),
+            3 => Some(Gender::NonBinary),
+            4 => Some(Gender::Other),
+            5 => Some(Gender::Unknown),
+            _ => return None,
+        };
+        let mut ends = [0u32; PARTS];
+        for end in &mut ends {
+            *end = u32::from_le_bytes(take(4)?.try_into().ok()?);
+        }
+        let count = u16::from_le_bytes(take(2)?.try_into().ok()?);
+        let mut keys = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let hash = u64::from_le_bytes(take(8)?.try_into().ok()?);
+            let kind = KeyKind::from_u8(take(1)?[0])?;
+            keys.push(BlockKey { hash, kind });
+        }
+        let text = std::str::from_utf8(at).ok()?;
+        let mut last = 0;
+        for &end in &ends {
+            if end < last || end as usize > text.len() {
+                return None;
+            }
+            last = end;
+        }
+        if last as usize != text.len() {
+            return None;
+        }
+        let features = Features {
+            text: text.into(),
+            ends,
+            present,
+            birth_date: (days != i32::MIN)
+                .then(|| NaiveDate::from_num_days_from_ce_opt(days))
+                .flatten(),
+            given_age: (age != i64::MIN).then_some(age),
+            gender,
+        };
+        Some((features, keys))
+    }
+}
+
 /// What a blocking key is made of. Keys that do not include the birth date only pair a record
 /// that lacks one: two records that both have a birth date either share it (and meet in a
 /// birth-date block) or conflict (and can never link).
@@ -262,6 +358,21 @@ pub(crate) enum KeyKind {
 }
 
 impl KeyKind {
+    const ALL: [KeyKind; 8] = [
+        KeyKind::Nhs,
+        KeyKind::Ni,
+        KeyKind::Mailbox,
+        KeyKind::Phone,
+        KeyKind::BirthDateFamily,
+        KeyKind::BirthDateGiven,
+        KeyKind::Name,
+        KeyKind::PostcodeFamily,
+    ];
+
+    fn from_u8(n: u8) -> Option<KeyKind> {
+        Self::ALL.get(usize::from(n)).copied()
+    }
+
     /// True when only pairs with at least one record lacking a birth date are compared.
     pub fn needs_missing_birth_date(self) -> bool {
         matches!(self, KeyKind::Name | KeyKind::PostcodeFamily)
@@ -433,5 +544,40 @@ mod tests {
         );
         assert!(f.mobiles().is_empty() && f.landlines().is_empty());
         assert!(!f.mobiles().shares(f.landlines()));
+    }
+
+    /// What a full link stores of a record reads back as it was: every part, date, age,
+    /// gender and key; anything else is refused rather than misread.
+    #[test]
+    fn stored_features_read_back_as_they_were() {
+        let records = [
+            features(&[
+                (Field::GivenName, "Mary-Ann"),
+                (Field::FamilyName, "Smith Jones"),
+                (Field::BirthDate, "1950-02-03"),
+                (Field::Gender, "female"),
+                (Field::NhsNumber, "943 476 5919"),
+                (Field::Mobile, "07700 900123"),
+                (Field::Phone, "020 7946 0018"),
+                (Field::Postcode, "sw1a 1aa"),
+            ]),
+            features(&[(Field::FamilyName, "O'Brien"), (Field::GivenAge, "87")]),
+            Features::default(),
+        ];
+        for f in &records {
+            let keys = block_keys(f);
+            let blob = f.encode(&keys);
+            let (back, back_keys) = Features::decode(&blob).expect("reads back");
+            assert_eq!(format!("{back:?}"), format!("{f:?}"));
+            assert_eq!(back_keys, keys);
+            assert!(Features::decode(&blob[..blob.len() - 1]).is_none());
+            let mut other_version = blob.clone();
+            other_version[0] = 2;
+            assert!(Features::decode(&other_version).is_none());
+        }
+        assert!(records[0].birth_date.is_some() && records[0].gender.is_some());
+        assert_eq!(records[1].given_age, Some(87));
+        let blob = records[0].encode(&block_keys(&records[0]));
+        assert!(Features::decode(&blob[..30]).is_none(), "cut short");
     }
 }

@@ -135,6 +135,26 @@ impl Prepared {
         self.keys.iter().map(KeyOf::of)
     }
 
+    pub fn kind(&self) -> SourceKind {
+        self.kind
+    }
+
+    /// Its features and keys as a full link stores them (`link_record.features`).
+    pub fn encode(&self) -> Vec<u8> {
+        self.features.encode(&self.keys)
+    }
+
+    /// A record prepared from its stored features; `None` if they cannot be read.
+    pub fn decode(record: RecordRef, kind: SourceKind, stored: &[u8]) -> Option<Prepared> {
+        let (features, keys) = Features::decode(stored)?;
+        Some(Prepared {
+            record,
+            kind,
+            features,
+            keys,
+        })
+    }
+
     pub fn new(record: &InputRecord) -> Prepared {
         let features = Features::from_values(&record.values);
         let keys = block_keys(&features);
@@ -293,78 +313,26 @@ impl LinkIndex {
         }
     }
 
-    /// The key a pair is compared under: the smallest shared key whose block is not oversized
-    /// and that admits the pair. Comparing each pair once, under this key, makes the set of
-    /// compared pairs independent of the order blocks are visited in.
-    fn first_admitting_key(&self, a: &Slot, b: &Slot) -> Option<u64> {
-        let (mut i, mut j) = (0, 0);
-        while i < a.keys.len() && j < b.keys.len() {
-            match a.keys[i].hash.cmp(&b.keys[j].hash) {
-                Ordering::Less => i += 1,
-                Ordering::Greater => j += 1,
-                Ordering::Equal => {
-                    let k = a.keys[i];
-                    let admits = !k.kind.needs_missing_birth_date()
-                        || a.features.birth_date.is_none()
-                        || b.features.birth_date.is_none();
-                    if admits && !self.oversized.contains(&k.hash) {
-                        return Some(k.hash);
-                    }
-                    i += 1;
-                    j += 1;
-                }
-            }
-        }
-        None
-    }
-
     /// Compares `a` and `b` if `key` is the key they are compared under.
     fn compare_under(&self, key: u64, a: u32, b: u32) -> Option<Option<Edge>> {
         let (sa, sb) = (self.slot(a)?, self.slot(b)?);
-        if self.first_admitting_key(&sa, &sb) != Some(key) {
-            return None;
-        }
-        let c = compare(&self.config, sa.features, sb.features);
-        let keep = c.rule.is_some()
-            || (c.veto.is_none() && c.score >= self.config.candidate_keep_score())
-            || (c.veto.is_some()
-                && (c.shares_identifier || c.score >= self.config.review_threshold));
-        Some(keep.then_some(Edge {
-            other: b,
-            score: c.score,
-            rule: c.rule,
-            veto: c.veto,
-            strong: c.strong,
-            shares_identifier: c.shares_identifier,
-            personal_contact_differs: c.personal_contact_differs,
-        }))
+        compare_under(
+            &self.config,
+            &self.oversized,
+            key,
+            (sa.features, sa.keys),
+            (sb.features, sb.keys),
+            b,
+        )
     }
 
     /// The pairs of one block to compare: all pairs, or pairs with a side lacking a birth date.
-    fn block_pairs_of(&self, key: BlockKey, members: &[u32], mut visit: impl FnMut(u32, u32)) {
+    fn block_pairs_of(&self, key: BlockKey, members: &[u32], visit: impl FnMut(u32, u32)) {
         let lacks = |m: u32| {
             self.slot(m)
                 .is_some_and(|s| s.features.birth_date.is_none())
         };
-        if key.kind.needs_missing_birth_date() {
-            for (i, &a) in members.iter().enumerate() {
-                if !lacks(a) {
-                    continue;
-                }
-                for (j, &b) in members.iter().enumerate() {
-                    // A pair of two probes is visited once, from the first.
-                    if i != j && !(lacks(b) && j < i) {
-                        visit(a, b);
-                    }
-                }
-            }
-        } else {
-            for (i, &a) in members.iter().enumerate() {
-                for &b in &members[i + 1..] {
-                    visit(a, b);
-                }
-            }
-        }
+        visit_block_pairs(key.kind.needs_missing_birth_date(), members, lacks, visit);
     }
 
     fn score_all_blocks(&mut self) {
@@ -410,18 +378,12 @@ impl LinkIndex {
     }
 
     fn eligible(&self, e: &Edge) -> bool {
-        e.veto.is_none()
-            && (e.rule.is_some() || (e.strong && e.score >= self.config.link_threshold))
+        eligible(&self.config, e)
     }
 
     /// A rival candidate for a unique-candidate link (and an edge of the link graph).
     fn context(&self, e: &Edge) -> bool {
-        e.veto.is_none()
-            && e.score
-                >= self
-                    .config
-                    .review_threshold
-                    .min(self.config.unique_link_threshold)
+        context(&self.config, e)
     }
 
     /// A pair that may link only as each other's unique candidate. Its evidence is names with
@@ -886,28 +848,12 @@ impl LinkIndex {
             .is_some_and(|s| s.features.birth_date.is_none())
     }
 
-    /// Every block in ascending order of its key's hash read as a signed integer (the order
-    /// SQLite keeps it in), with its members' slots in ascending order.
-    pub fn blocks_in_key_order<E>(
-        &self,
-        mut visit: impl FnMut(KeyOf, &[u32]) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let negative = self.blocks.keys.partition_point(|k| (k.hash as i64) >= 0);
-        let order = (negative..self.blocks.keys.len()).chain(0..negative);
-        for i in order {
-            let key = self.blocks.keys[i];
-            let range = self.blocks.starts[i] as usize..self.blocks.starts[i + 1] as usize;
-            visit(KeyOf::of(&key), &self.blocks.members[range])?;
-        }
-        Ok(())
-    }
-
     /// Every kept pair, once, as slot numbers: `strong` when clustering reads it (it joins
     /// the two records' link-graph components).
     pub fn kept_pairs(&self, mut visit: impl FnMut(u32, u32, bool)) {
         for (a, l) in self.slot_ids().zip(&self.linking) {
             for e in l.edges.iter().filter(|e| e.other > a) {
-                visit(a, e.other, self.eligible(e) || self.context(e));
+                visit(a, e.other, clustering_reads(&self.config, e));
             }
         }
     }
@@ -926,6 +872,150 @@ impl LinkIndex {
     pub fn config(&self) -> &MatchConfig {
         &self.config
     }
+}
+
+fn eligible(config: &MatchConfig, e: &Edge) -> bool {
+    e.veto.is_none() && (e.rule.is_some() || (e.strong && e.score >= config.link_threshold))
+}
+
+fn context(config: &MatchConfig, e: &Edge) -> bool {
+    e.veto.is_none() && e.score >= config.review_threshold.min(config.unique_link_threshold)
+}
+
+/// Whether clustering reads a kept pair (it joins the two records' link-graph components).
+fn clustering_reads(config: &MatchConfig, e: &Edge) -> bool {
+    eligible(config, e) || context(config, e)
+}
+
+/// A record as pair scoring reads it: its features and its keys (sorted by hash).
+type Scored<'a> = (&'a Features, &'a [BlockKey]);
+
+/// The key a pair is compared under: the smallest shared key whose block is not oversized
+/// and that admits the pair. Comparing each pair once, under this key, makes the set of
+/// compared pairs independent of the order blocks are visited in.
+fn first_admitting_key(a: Scored, b: Scored, oversized: &HashSet<u64>) -> Option<u64> {
+    let ((fa, ka), (fb, kb)) = (a, b);
+    let (mut i, mut j) = (0, 0);
+    while i < ka.len() && j < kb.len() {
+        match ka[i].hash.cmp(&kb[j].hash) {
+            Ordering::Less => i += 1,
+            Ordering::Greater => j += 1,
+            Ordering::Equal => {
+                let k = ka[i];
+                let admits = !k.kind.needs_missing_birth_date()
+                    || fa.birth_date.is_none()
+                    || fb.birth_date.is_none();
+                if admits && !oversized.contains(&k.hash) {
+                    return Some(k.hash);
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    None
+}
+
+/// Compares `a` and `b` if `key` is the key they are compared under (`None` if not); the
+/// edge from `a` to `b` (numbered `other`) if the comparison is kept.
+fn compare_under(
+    config: &MatchConfig,
+    oversized: &HashSet<u64>,
+    key: u64,
+    a: Scored,
+    b: Scored,
+    other: u32,
+) -> Option<Option<Edge>> {
+    if first_admitting_key(a, b, oversized) != Some(key) {
+        return None;
+    }
+    let c = compare(config, a.0, b.0);
+    let keep = c.rule.is_some()
+        || (c.veto.is_none() && c.score >= config.candidate_keep_score())
+        || (c.veto.is_some() && (c.shares_identifier || c.score >= config.review_threshold));
+    Some(keep.then_some(Edge {
+        other,
+        score: c.score,
+        rule: c.rule,
+        veto: c.veto,
+        strong: c.strong,
+        shares_identifier: c.shares_identifier,
+        personal_contact_differs: c.personal_contact_differs,
+    }))
+}
+
+/// The pairs of one block to compare: all pairs, or (`filtered`) pairs with a side lacking
+/// a birth date.
+fn visit_block_pairs(
+    filtered: bool,
+    members: &[u32],
+    lacks: impl Fn(u32) -> bool,
+    mut visit: impl FnMut(u32, u32),
+) {
+    if filtered {
+        for (i, &a) in members.iter().enumerate() {
+            if !lacks(a) {
+                continue;
+            }
+            for (j, &b) in members.iter().enumerate() {
+                // A pair of two probes is visited once, from the first.
+                if i != j && !(lacks(b) && j < i) {
+                    visit(a, b);
+                }
+            }
+        }
+    } else {
+        for (i, &a) in members.iter().enumerate() {
+            for &b in &members[i + 1..] {
+                visit(a, b);
+            }
+        }
+    }
+}
+
+/// A kept pair of a full link scored a block at a time without an index (see
+/// `person::full_link`), in the caller's record numbers, `a < b`: `strong` when clustering
+/// reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KeptPair {
+    pub a: u32,
+    pub b: u32,
+    pub strong: bool,
+}
+
+/// Scores one block of the whole store: `members` are the block's records with the caller's
+/// numbers, `oversized` the store's blocks too large to compare. Each pair is compared under
+/// one key only (see [`first_admitting_key`]), so over all blocks each pair is scored once,
+/// exactly as [`LinkIndex::build`] scores it. Pushes the kept pairs; returns the number compared.
+pub fn score_block(
+    config: &MatchConfig,
+    oversized: &HashSet<u64>,
+    key: KeyOf,
+    members: &[(u32, &Prepared)],
+    kept: &mut Vec<KeptPair>,
+) -> u64 {
+    let positions: Vec<u32> = (0..members.len() as u32).collect();
+    let scored = |i: u32| -> Scored {
+        let p = members[i as usize].1;
+        (&p.features, &p.keys)
+    };
+    let lacks = |i: u32| members[i as usize].1.lacks_birth_date();
+    let mut compared = 0;
+    visit_block_pairs(key.filtered, &positions, lacks, |i, j| {
+        let Some(edge) = compare_under(config, oversized, key.hash, scored(i), scored(j), j) else {
+            return;
+        };
+        compared += 1;
+        if let Some(e) = edge {
+            let (a, b) = (members[i as usize].0, members[j as usize].0);
+            kept.push(KeptPair {
+                a: a.min(b),
+                b: a.max(b),
+                strong: clustering_reads(config, &e),
+            });
+        }
+    });
+    compared
 }
 
 /// Every block, in key order, in one flat list: block `i` is `keys[i]`, its members (in slot
@@ -1111,7 +1201,7 @@ impl UnionFind {
 }
 
 /// `f` over `items` on both cores, results in order.
-fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+pub(crate) fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     const THREADS: usize = 2;
     if items.len() < 1024 {
         return items.iter().map(&f).collect();

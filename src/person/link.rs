@@ -12,16 +12,15 @@ use std::time::Instant;
 use anyhow::Result;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::link_state;
 use super::materialize::{
     Materialized, PersonRows, choose_rows, load_all_overrides, load_observations, load_overrides,
     values_from_json, write_rows,
 };
-use super::scan::{Read, deleted_upstream, for_each_person};
+use super::scan::{Read, for_each_person};
 use super::survivorship::Policy;
+use super::{full_link, link_state};
 use crate::identity::{
-    Candidate, Cluster, InputRecord, LinkIndex, MatchConfig, PersonId, Prepared, RecordRef,
-    assign_person_ids, prepare_all,
+    Candidate, Cluster, InputRecord, MatchConfig, PersonId, Prepared, RecordRef, assign_person_ids,
 };
 use crate::source::kind::SourceKind;
 use crate::store::{insert_or_upsert, now_rfc3339};
@@ -47,6 +46,10 @@ pub struct Linker {
     policy: Policy,
 }
 
+/// Records linked together in one part of a full link (whole components, so a part may hold
+/// more): enough that per-part work is small beside the part's, few enough to keep memory flat.
+const FULL_LINK_PART: usize = 4096;
+
 /// A queue holding more than 1/this of the stored records is linked in full: past that, one
 /// pass over everything is cheaper than reading neighbourhoods record by record.
 const FULL_LINK_SHARE: u64 = 20;
@@ -71,34 +74,14 @@ impl Linker {
         let stored = link_state::current(&tx, &self.config)?;
         let in_full = stored.is_none_or(|n| queued as u64 * FULL_LINK_SHARE > n);
         outcome.full = in_full;
-        // A full link reads the queue only to write the persons, once its index is gone.
-        let (clusters, review, scope, queue) = if in_full {
-            let records = prepare_live(&tx)?;
-            let loaded_ms = started.elapsed().as_millis() as u64;
-            outcome.records_linked = records.len();
-            let index = LinkIndex::build_prepared(self.config.clone(), records);
-            let built_ms = started.elapsed().as_millis() as u64;
-            let stats = index.link_stats();
-            tracing::debug!(
-                records = stats.records,
-                blocks = stats.blocks,
-                oversized_blocks = stats.oversized_blocks,
-                compared_pairs = stats.compared_pairs,
-                kept_pairs = stats.kept_pairs,
-                "link index stats"
-            );
-            link_state::save_full(&tx, &index, &self.config)?;
-            let saved_ms = started.elapsed().as_millis() as u64;
-            let resolution = index.into_resolution();
-            tracing::debug!(
-                loaded_ms,
-                built_ms,
-                saved_ms,
-                resolved_ms = started.elapsed().as_millis() as u64,
-                "link index built, state saved, clusters resolved"
-            );
-            let queue = read_queue(&tx)?;
-            (resolution.clusters, resolution.review, Scope::All, queue)
+        if in_full {
+            full_link::link_all(
+                &tx,
+                &self.config,
+                &self.policy,
+                FULL_LINK_PART,
+                &mut outcome,
+            )?;
         } else {
             let queue = read_queue(&tx)?;
             let prepare = |refs: &[RecordRef]| -> Result<Vec<Prepared>> {
@@ -112,23 +95,23 @@ impl Linker {
                 prepare,
             )?;
             outcome.records_linked = relinked.affected.len();
-            (
-                relinked.clusters,
-                relinked.review,
-                Scope::Records(relinked.affected),
-                queue,
-            )
-        };
-        let changed_values: HashSet<RecordRef> = queue.into_iter().collect();
-        persist(
-            &tx,
-            &clusters,
-            &review,
-            &scope,
-            &changed_values,
-            &self.policy,
-            &mut outcome,
-        )?;
+            let changed_values: HashSet<RecordRef> = queue.into_iter().collect();
+            let first_new_id = next_person_id(&tx)?;
+            let mut affected = BTreeSet::new();
+            persist(
+                &tx,
+                &relinked.clusters,
+                &relinked.review,
+                &Scope::Records(relinked.affected),
+                |r| changed_values.contains(r),
+                &mut affected,
+                &mut outcome,
+            )?;
+            let (written, removed) =
+                materialize_persons(&tx, &affected, first_new_id, &self.policy, &now_rfc3339())?;
+            outcome.persons_written += written;
+            outcome.persons_removed += removed;
+        }
         tx.execute("DELETE FROM relink_queue", [])?;
         tx.commit()?;
         outcome.millis = started.elapsed().as_millis();
@@ -150,51 +133,12 @@ fn read_queue(conn: &Connection) -> Result<Vec<RecordRef>> {
     Ok(queue)
 }
 
-enum Scope {
-    All,
+pub(super) enum Scope {
+    /// An incremental link's re-linked records: what is stored for them is replaced.
     Records(Vec<RecordRef>),
-}
-
-/// Rows read, then parsed and prepared on every core, at a time: only the features of the
-/// records are kept, never every record's values at once.
-const PREPARE_CHUNK: usize = 8192;
-
-/// Every live (not deleted upstream) canonical record, prepared for the link index.
-fn prepare_live(conn: &Connection) -> Result<Vec<Prepared>> {
-    let deleted = deleted_upstream(conn)?;
-    let mut stmt =
-        conn.prepare("SELECT source, external_id, kind, values_json FROM canonical_record")?;
-    let mut rows = stmt.query([])?;
-    // Sized once (the deleted are few): a vector that doubles as it grows holds up to twice
-    // the records' worth at the peak of a full link.
-    let stored: i64 = conn.query_row("SELECT count(*) FROM canonical_record", [], |r| r.get(0))?;
-    let mut prepared = Vec::with_capacity(usize::try_from(stored).unwrap_or_default());
-    let mut chunk: Vec<(String, String, String, String)> = Vec::with_capacity(PREPARE_CHUNK);
-    loop {
-        let row = rows.next()?;
-        let done = row.is_none();
-        if let Some(r) = row {
-            let (source, external_id): (String, String) = (r.get(0)?, r.get(1)?);
-            if !deleted
-                .get(&source)
-                .is_some_and(|ids| ids.contains(&external_id))
-            {
-                chunk.push((source, external_id, r.get(2)?, r.get(3)?));
-            }
-        }
-        if chunk.len() == PREPARE_CHUNK || done {
-            prepared.extend(prepare_all(
-                &chunk,
-                |(source, external_id, kind, values)| {
-                    input_record(source, external_id, kind, values)
-                },
-            ));
-            chunk.clear();
-        }
-        if done {
-            return Ok(prepared);
-        }
-    }
+    /// A part of a full link (whole components): the review and runner-up tables were
+    /// emptied when the full link began.
+    Part,
 }
 
 const LIVE_SQL: &str =
@@ -202,7 +146,12 @@ const LIVE_SQL: &str =
      JOIN source_record s ON s.source = c.source AND s.external_id = c.external_id
      WHERE s.deleted_at IS NULL";
 
-fn input_record(source: &str, external_id: &str, kind: &str, values: &str) -> Option<InputRecord> {
+pub(super) fn input_record(
+    source: &str,
+    external_id: &str,
+    kind: &str,
+    values: &str,
+) -> Option<InputRecord> {
     Some(InputRecord {
         record: RecordRef::new(source, external_id),
         kind: kind.parse::<SourceKind>().ok()?,
@@ -283,13 +232,25 @@ fn carry_overrides_of_merged_persons(
 /// The stored link of a record: (person, rule, score).
 type StoredLink = (i64, String, Option<f64>);
 
-fn persist(
+/// The next person id to be given out.
+pub(super) fn next_person_id(tx: &Connection) -> Result<i64> {
+    Ok(tx.query_row(
+        "SELECT next FROM id_sequence WHERE name = 'person'",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Writes the links, review pairs and runners-up of `clusters`, giving each a person id;
+/// adds to `affected_persons` every person whose records or their values changed
+/// (`changed_values`), to be materialised by the caller.
+pub(super) fn persist(
     tx: &Connection,
     clusters: &[Cluster],
     review: &[Candidate],
     scope: &Scope,
-    changed_values: &HashSet<RecordRef>,
-    policy: &Policy,
+    changed_values: impl Fn(&RecordRef) -> bool,
+    affected_persons: &mut BTreeSet<i64>,
     outcome: &mut LinkOutcome,
 ) -> Result<()> {
     let now = now_rfc3339();
@@ -302,28 +263,23 @@ fn persist(
                 (r.get(2)?, r.get(3)?, r.get(4)?),
             ))
         };
-        let sql = "SELECT source, external_id, person_id, rule, score FROM person_link";
-        match scope {
-            Scope::All => {
-                for row in tx.prepare(sql)?.query_map([], read)? {
-                    let (k, v) = row?;
-                    previous.insert(k, v);
-                }
-            }
-            Scope::Records(refs) => {
-                let mut stmt =
-                    tx.prepare(&format!("{sql} WHERE source = ?1 AND external_id = ?2"))?;
-                for r in refs
-                    .iter()
-                    .chain(clusters.iter().flat_map(Cluster::records))
-                {
-                    if let Some((k, v)) = stmt
-                        .query_row(params![r.source, r.external_id], read)
-                        .optional()?
-                    {
-                        previous.insert(k, v);
-                    }
-                }
+        let refs: &[RecordRef] = match scope {
+            Scope::Records(refs) => refs,
+            Scope::Part => &[],
+        };
+        let mut stmt = tx.prepare_cached(
+            "SELECT source, external_id, person_id, rule, score FROM person_link
+             WHERE source = ?1 AND external_id = ?2",
+        )?;
+        for r in refs
+            .iter()
+            .chain(clusters.iter().flat_map(Cluster::records))
+        {
+            if let Some((k, v)) = stmt
+                .query_row(params![r.source, r.external_id], read)
+                .optional()?
+            {
+                previous.insert(k, v);
             }
         }
     }
@@ -335,13 +291,7 @@ fn persist(
         .iter()
         .map(|c| c.records().cloned().collect())
         .collect();
-    let mut next_id: i64 = tx.query_row(
-        "SELECT next FROM id_sequence WHERE name = 'person'",
-        [],
-        |r| r.get(0),
-    )?;
-    // Ids from here on are new: nothing is stored for them yet.
-    let first_new_id = next_id;
+    let mut next_id = next_person_id(tx)?;
     let ids = assign_person_ids(&previous_ids, &members, || {
         let id = PersonId(next_id);
         next_id += 1;
@@ -354,8 +304,6 @@ fn persist(
 
     carry_overrides_of_merged_persons(tx, &previous, &members, &ids)?;
 
-    let phase = Instant::now();
-    let mut affected_persons: BTreeSet<i64> = BTreeSet::new();
     let mut in_clusters: HashSet<&RecordRef> = HashSet::new();
     for (cluster, id) in clusters.iter().zip(&ids) {
         for m in &cluster.members {
@@ -389,7 +337,7 @@ fn persist(
                 if let Some(o) = old {
                     affected_persons.insert(o.0);
                 }
-            } else if changed_values.contains(&m.record) {
+            } else if changed_values(&m.record) {
                 affected_persons.insert(id.0);
             }
         }
@@ -405,13 +353,9 @@ fn persist(
         }
     }
 
-    let links_ms = phase.elapsed().as_millis() as u64;
     // Review pairs and runners-up touching the scope are replaced.
     match scope {
-        Scope::All => {
-            tx.execute("DELETE FROM link_review", [])?;
-            tx.execute("DELETE FROM link_runner_up", [])?;
-        }
+        Scope::Part => {}
         Scope::Records(_) => {
             let mut drop_review = tx.prepare_cached(
                 "DELETE FROM link_review WHERE (source_a = ?1 AND external_id_a = ?2) OR (source_b = ?1 AND external_id_b = ?2)",
@@ -466,17 +410,6 @@ fn persist(
             ])?;
         }
     }
-
-    let review_ms = phase.elapsed().as_millis() as u64;
-    let persons_written = materialize_persons(tx, &affected_persons, first_new_id, policy, &now)?;
-    outcome.persons_written += persons_written.0;
-    outcome.persons_removed += persons_written.1;
-    tracing::debug!(
-        links_ms,
-        review_ms,
-        persons_ms = phase.elapsed().as_millis() as u64,
-        "links persisted"
-    );
     Ok(())
 }
 
@@ -486,7 +419,7 @@ const PERSONS_FOR_A_FULL_PASS: usize = 2048;
 
 /// Writes the persons in `affected` (removing those with no record left). Returns the
 /// persons (written, removed).
-fn materialize_persons(
+pub(super) fn materialize_persons(
     tx: &Connection,
     affected: &BTreeSet<i64>,
     first_new_id: i64,
@@ -556,34 +489,6 @@ fn materialize_persons_by(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every live record is prepared, across chunk boundaries; a record deleted upstream is not.
-    #[test]
-    fn every_live_record_is_prepared_a_chunk_at_a_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
-        let tx = conn.transaction().unwrap();
-        let n = PREPARE_CHUNK * 2 + 3;
-        for i in 0..n {
-            let id = format!("r{i}");
-            tx.execute(
-                "INSERT INTO source_record (source, external_id, kind, payload, content_hash, first_seen_at, sighting_stored_at, changed_at, sighting_scan, deleted_at)
-                 VALUES ('homes', ?1, 'carehq_service_users', '{}', 'h', 't', 't', 't', 1, ?2)",
-                params![id, (i == 5).then_some("t")],
-            )
-            .unwrap();
-            tx.execute(
-                "INSERT INTO canonical_record (source, external_id, kind, content_hash, mapping_hash, values_json, mapped_at)
-                 VALUES ('homes', ?1, 'carehq_service_users', 'h', 'm', ?2, 't')",
-                params![id, format!(r#"{{"given_name":"Ann{i}","family_name":"Lee"}}"#)],
-            )
-            .unwrap();
-        }
-        let prepared = prepare_live(&tx).unwrap();
-        assert_eq!(prepared.len(), n - 1);
-        let index = LinkIndex::build_prepared(MatchConfig::default(), prepared);
-        assert_eq!(index.link_stats().records, n - 1);
-    }
 
     /// The store after materialising, as text: every person, role and provenance row.
     fn person_tables(conn: &Connection) -> Vec<String> {

@@ -16,7 +16,6 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::identity::{
     BlockSize, Candidate, Cluster, KeyOf, LinkIndex, MatchConfig, Prepared, RecordRef,
 };
-use crate::store::now_rfc3339;
 
 /// Bump when a code change alters how records are compared or blocked: the stored state is
 /// then rebuilt by a full link.
@@ -68,7 +67,7 @@ pub fn forget_record(conn: &Connection, source: &str, external_id: &str) -> Resu
     Ok(rows)
 }
 
-fn encode_keys(keys: impl Iterator<Item = KeyOf>) -> Vec<u8> {
+pub(super) fn encode_keys(keys: impl Iterator<Item = KeyOf>) -> Vec<u8> {
     let mut out = Vec::new();
     for k in keys {
         out.extend_from_slice(&k.hash.to_be_bytes());
@@ -77,7 +76,7 @@ fn encode_keys(keys: impl Iterator<Item = KeyOf>) -> Vec<u8> {
     out
 }
 
-fn decode_keys(blob: &[u8]) -> Result<Vec<KeyOf>> {
+pub(super) fn decode_keys(blob: &[u8]) -> Result<Vec<KeyOf>> {
     if !blob.len().is_multiple_of(9) {
         bail!(
             "link_record.keys is {} bytes, not a multiple of 9",
@@ -93,67 +92,17 @@ fn decode_keys(blob: &[u8]) -> Result<Vec<KeyOf>> {
         .collect())
 }
 
-/// Replaces the stored state with a full index's.
-pub(super) fn save_full(conn: &Connection, index: &LinkIndex, config: &MatchConfig) -> Result<()> {
-    for table in ["link_edge", "link_key", "link_record", "link_state"] {
-        conn.execute(&format!("DELETE FROM {table}"), [])?;
-    }
-    // rid = slot + 1: rids are then in record order, as the slots are.
-    {
-        let mut insert = conn.prepare_cached(
-            "INSERT INTO link_record (rid, source, external_id, lacks_birth_date, keys)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        for (slot, record) in index.records() {
-            insert.execute(params![
-                slot + 1,
-                record.source,
-                record.external_id,
-                index.lacks_birth_date(slot),
-                encode_keys(index.keys_of(slot))
-            ])?;
-        }
-    }
-    // The index's blocks are in key order already: appended to the B-tree in its order.
-    let mut key_rows = Vec::new();
-    index.blocks_in_key_order(|key, members| {
-        key_rows.extend(members.iter().map(|&slot| {
-            [
-                key.hash as i64,
-                i64::from(slot) + 1,
-                i64::from(index.lacks_birth_date(slot)),
-                i64::from(key.filtered),
-            ]
-        }));
-        if key_rows.len() >= INSERT_CHUNK {
-            insert_rows(conn, "link_key", &std::mem::take(&mut key_rows))
-        } else {
-            Ok(())
-        }
-    })?;
-    insert_rows(conn, "link_key", &key_rows)?;
-    let mut edges: Vec<[i64; 3]> = Vec::new();
-    index.kept_pairs(|a, b, strong| {
-        let (a, b, strong) = (i64::from(a) + 1, i64::from(b) + 1, i64::from(strong));
-        edges.push([a, b, strong]);
-        edges.push([b, a, strong]);
-    });
-    edges.sort_unstable();
-    insert_rows(conn, "link_edge", &edges)?;
-    conn.execute(
-        "INSERT INTO link_state (id, config_hash, built_at) VALUES (1, ?1, ?2)",
-        params![config_hash(config), now_rfc3339()],
-    )?;
-    Ok(())
-}
-
 /// Rows a bulk insert gathers before writing them.
-const INSERT_CHUNK: usize = 64 * 1024;
+pub(super) const INSERT_CHUNK: usize = 64 * 1024;
 /// Rows per INSERT statement: one statement execution for many rows, not one per row.
 const ROWS_PER_STATEMENT: usize = 128;
 
 /// Inserts rows of integers, many per statement, in the order given.
-fn insert_rows<const W: usize>(conn: &Connection, table: &str, rows: &[[i64; W]]) -> Result<()> {
+pub(super) fn insert_rows<const W: usize>(
+    conn: &Connection,
+    table: &str,
+    rows: &[[i64; W]],
+) -> Result<()> {
     let sql = |n: usize| {
         let row = format!("({})", vec!["?"; W].join(","));
         format!("INSERT INTO {table} VALUES {}", vec![row; n].join(","))
@@ -285,9 +234,10 @@ pub(super) fn relink_neighbourhood(
     let mut rescore: BTreeSet<i64> = BTreeSet::new();
     let mut removed: Vec<i64> = Vec::new();
     let mut upsert = conn.prepare_cached(
-        "INSERT INTO link_record (source, external_id, lacks_birth_date, keys) VALUES (?1, ?2, ?3, ?4)
+        "INSERT INTO link_record (source, external_id, lacks_birth_date, keys, kind, features)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (source, external_id) DO UPDATE SET lacks_birth_date = excluded.lacks_birth_date,
-             keys = excluded.keys
+             keys = excluded.keys, kind = excluded.kind, features = excluded.features
          RETURNING rid",
     )?;
     let mut add_key = conn.prepare_cached(
@@ -305,7 +255,9 @@ pub(super) fn relink_neighbourhood(
                         record.source,
                         record.external_id,
                         lacks,
-                        encode_keys(p.keys())
+                        encode_keys(p.keys()),
+                        p.kind().as_str(),
+                        p.encode()
                     ],
                     |r| r.get(0),
                 )?;
@@ -478,7 +430,7 @@ pub(super) fn relink_neighbourhood(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -490,7 +442,7 @@ mod tests {
     use crate::person::link::Linker;
     use crate::person::survivorship::Policy;
 
-    fn put(conn: &Connection, r: &InputRecord) {
+    pub(in crate::person) fn put(conn: &Connection, r: &InputRecord) {
         let values = serde_json::Value::Object(r.values.to_json()).to_string();
         conn.execute(
             "INSERT INTO source_record (source, external_id, kind, payload, content_hash, first_seen_at, sighting_stored_at, changed_at, sighting_scan, deleted_at)
@@ -517,7 +469,7 @@ mod tests {
         .unwrap();
     }
 
-    fn delete(conn: &Connection, r: &RecordRef) {
+    pub(in crate::person) fn delete(conn: &Connection, r: &RecordRef) {
         conn.execute(
             "UPDATE source_record SET deleted_at = 't' WHERE source = ?1 AND external_id = ?2",
             params![r.source, r.external_id],
@@ -527,7 +479,7 @@ mod tests {
     }
 
     /// Everything linking writes, as text, with rids replaced by record references.
-    fn linked_tables(conn: &Connection) -> Vec<String> {
+    pub(in crate::person) fn linked_tables(conn: &Connection) -> Vec<String> {
         let queries = [
             "SELECT 'link', source, external_id, person_id, rule, score FROM person_link",
             "SELECT 'review', source_a, external_id_a, source_b, external_id_b, score FROM link_review",

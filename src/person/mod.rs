@@ -1,6 +1,7 @@
 //! The canonical person: linking source records into persons, choosing each field's value
 //! (survivorship), operator overrides, and writing the person tables.
 
+mod full_link;
 pub mod link;
 pub mod link_state;
 pub mod materialize;

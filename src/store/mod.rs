@@ -45,6 +45,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!("../../schema/0007_link_state.sql")),
         M::up(include_str!("../../schema/0008_deleted_records.sql")),
         M::up(include_str!("../../schema/0009_sightings.sql")),
+        M::up(include_str!("../../schema/0010_streamed_full_link.sql")),
     ])
 });
 

@@ -1,0 +1,785 @@
+//! A full link that does not hold the store in memory (the first link, a large change, new
+//! matching settings). Each live record is prepared once and stored with its features
+//! (`link_record`); its blocks are written in key order (`link_key`) and scored a batch of
+//! blocks at a time, reading the members' features back; the kept pairs are stored
+//! (`link_edge`); then the records are linked a part at a time. A part is whole components
+//! of the kept pairs and of the previous persons, so [`LinkIndex::build_part`] links it
+//! exactly as the whole would, and its persons take their ids as they would in one pass.
+//! Memory holds a few integers per record and one part, not the records.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use rusqlite::{Connection, params};
+
+use super::link::{LinkOutcome, Scope, input_record, materialize_persons, next_person_id, persist};
+use super::link_state::{INSERT_CHUNK, config_hash, encode_keys, insert_rows};
+use super::scan::deleted_upstream;
+use super::survivorship::Policy;
+use crate::identity::{
+    BlockSize, KeptPair, KeyOf, LinkIndex, MatchConfig, Prepared, RecordRef, parallel_map,
+    prepare_all, score_block,
+};
+use crate::source::kind::SourceKind;
+use crate::store::now_rfc3339;
+
+/// Records read, then parsed and prepared on every core, at a time.
+const PREPARE_CHUNK: usize = 8192;
+/// Block members scored at a time: their features read back, then scored on every core.
+const SCORE_BATCH: usize = 32 * 1024;
+
+/// A record's membership of a block, as held while the blocks are written and scored.
+#[derive(Clone, Copy)]
+struct KeyEntry {
+    /// The key's hash as SQLite orders it (signed).
+    key: i64,
+    rid: u32,
+    lacks_birth_date: bool,
+    filtered: bool,
+}
+
+/// Links every live record, replacing the stored links, review pairs, runners-up and
+/// linking state; `part_records` bounds the records linked at a time (whole components).
+pub(super) fn link_all(
+    tx: &Connection,
+    config: &MatchConfig,
+    policy: &Policy,
+    part_records: usize,
+    outcome: &mut LinkOutcome,
+) -> Result<()> {
+    let started = Instant::now();
+    for table in [
+        "link_edge",
+        "link_key",
+        "link_record",
+        "link_state",
+        "link_review",
+        "link_runner_up",
+    ] {
+        tx.execute(&format!("DELETE FROM {table}"), [])?;
+    }
+    let records = store_records(tx)?;
+    outcome.records_linked = records as usize;
+    let stored_ms = started.elapsed().as_millis() as u64;
+
+    let mut entries = key_entries(tx)?;
+    entries.sort_unstable_by_key(|e| (e.key, e.rid));
+    let oversized = write_blocks(tx, config, &entries)?;
+    let (pairs, compared) = score_blocks(tx, config, &oversized, &entries)?;
+    drop(entries);
+    write_pairs(tx, &pairs)?;
+    let scored_ms = started.elapsed().as_millis() as u64;
+
+    let components = Components::of(tx, records, &pairs)?;
+    let kept_pairs = pairs.len();
+    drop(pairs);
+    let mut affected: BTreeSet<i64> = BTreeSet::new();
+    remove_links_of_unlinked(tx, &mut affected, outcome)?;
+    let first_new_id = next_person_id(tx)?;
+    let mut largest_part = 0;
+    for part in components.parts(part_records) {
+        largest_part = largest_part.max(part.len());
+        let prepared = load_records(tx, part)?;
+        let index = LinkIndex::build_part(config.clone(), prepared, oversized.clone());
+        let resolution = index.into_resolution();
+        persist(
+            tx,
+            &resolution.clusters,
+            &resolution.review,
+            &Scope::Part,
+            |_| true,
+            &mut affected,
+            outcome,
+        )?;
+    }
+    let linked_ms = started.elapsed().as_millis() as u64;
+    let (written, removed) =
+        materialize_persons(tx, &affected, first_new_id, policy, &now_rfc3339())?;
+    outcome.persons_written += written;
+    outcome.persons_removed += removed;
+    tx.execute(
+        "INSERT INTO link_state (id, config_hash, built_at) VALUES (1, ?1, ?2)",
+        params![config_hash(config), now_rfc3339()],
+    )?;
+    tracing::debug!(
+        records,
+        oversized_blocks = oversized.len(),
+        compared_pairs = compared,
+        kept_pairs,
+        largest_part,
+        stored_ms,
+        scored_ms,
+        linked_ms,
+        persons_ms = started.elapsed().as_millis() as u64,
+        "full link"
+    );
+    Ok(())
+}
+
+/// Prepares every live (not deleted upstream) canonical record a chunk at a time on every
+/// core and stores it (`link_record`), rids in record order. Returns the number stored.
+fn store_records(tx: &Connection) -> Result<u32> {
+    let deleted = deleted_upstream(tx)?;
+    let mut stmt = tx.prepare(
+        "SELECT source, external_id, kind, values_json FROM canonical_record
+         ORDER BY source, external_id",
+    )?;
+    let mut insert = tx.prepare(
+        "INSERT INTO link_record (rid, source, external_id, lacks_birth_date, keys, kind, features)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut chunk: Vec<(String, String, String, String)> = Vec::with_capacity(PREPARE_CHUNK);
+    let mut rid = 0u32;
+    loop {
+        let row = rows.next()?;
+        let done = row.is_none();
+        if let Some(r) = row {
+            let (source, external_id): (String, String) = (r.get(0)?, r.get(1)?);
+            if !deleted
+                .get(&source)
+                .is_some_and(|ids| ids.contains(&external_id))
+            {
+                chunk.push((source, external_id, r.get(2)?, r.get(3)?));
+            }
+        }
+        if chunk.len() == PREPARE_CHUNK || done {
+            let prepared = prepare_all(&chunk, |(source, external_id, kind, values)| {
+                input_record(source, external_id, kind, values)
+            });
+            for p in prepared {
+                rid += 1;
+                insert.execute(params![
+                    rid,
+                    p.record().source,
+                    p.record().external_id,
+                    p.lacks_birth_date(),
+                    encode_keys(p.keys()),
+                    p.kind().as_str(),
+                    p.encode()
+                ])?;
+            }
+            chunk.clear();
+        }
+        if done {
+            return Ok(rid);
+        }
+    }
+}
+
+/// Every stored record's block memberships, read back from `link_record.keys` into a list
+/// sized exactly once.
+fn key_entries(tx: &Connection) -> Result<Vec<KeyEntry>> {
+    let total: i64 = tx.query_row(
+        "SELECT coalesce(sum(length(keys)), 0) / 9 FROM link_record",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut entries = Vec::with_capacity(usize::try_from(total).unwrap_or_default());
+    let mut stmt = tx.prepare("SELECT rid, lacks_birth_date, keys FROM link_record")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let (rid, lacks_birth_date): (u32, bool) = (r.get(0)?, r.get(1)?);
+        let keys = super::link_state::decode_keys(r.get_ref(2)?.as_blob()?)
+            .with_context(|| format!("link_record {rid}"))?;
+        entries.extend(keys.into_iter().map(|k| KeyEntry {
+            key: k.hash as i64,
+            rid,
+            lacks_birth_date,
+            filtered: k.filtered,
+        }));
+    }
+    Ok(entries)
+}
+
+/// The blocks of `entries` (sorted by key, then rid), each as its key and members.
+fn blocks(entries: &[KeyEntry]) -> impl Iterator<Item = (KeyOf, &[KeyEntry])> {
+    entries.chunk_by(|x, y| x.key == y.key).map(|members| {
+        let key = KeyOf {
+            hash: members[0].key as u64,
+            filtered: members[0].filtered,
+        };
+        (key, members)
+    })
+}
+
+fn block_size(key: KeyOf, members: &[KeyEntry]) -> BlockSize {
+    BlockSize {
+        members: members.len() as u64,
+        lacking_birth_date: members.iter().filter(|m| m.lacks_birth_date).count() as u64,
+        filtered: key.filtered,
+    }
+}
+
+/// Writes `link_key` in key order; returns the blocks too large to compare.
+fn write_blocks(
+    tx: &Connection,
+    config: &MatchConfig,
+    entries: &[KeyEntry],
+) -> Result<HashSet<u64>> {
+    let mut oversized = HashSet::new();
+    let mut rows: Vec<[i64; 4]> = Vec::with_capacity(INSERT_CHUNK.min(entries.len()));
+    for (key, members) in blocks(entries) {
+        if block_size(key, members).oversized(config) {
+            oversized.insert(key.hash);
+        }
+        rows.extend(members.iter().map(|m| {
+            [
+                m.key,
+                i64::from(m.rid),
+                i64::from(m.lacks_birth_date),
+                i64::from(m.filtered),
+            ]
+        }));
+        if rows.len() >= INSERT_CHUNK {
+            insert_rows(tx, "link_key", &rows)?;
+            rows.clear();
+        }
+    }
+    insert_rows(tx, "link_key", &rows)?;
+    Ok(oversized)
+}
+
+/// Scores every block that has a pair to compare, a batch at a time; returns the kept pairs
+/// (sorted) and the number of pairs compared.
+fn score_blocks(
+    tx: &Connection,
+    config: &MatchConfig,
+    oversized: &HashSet<u64>,
+    entries: &[KeyEntry],
+) -> Result<(Vec<KeptPair>, u64)> {
+    let mut kept = Vec::new();
+    let mut compared = 0;
+    let mut batch: Vec<(KeyOf, &[KeyEntry])> = Vec::new();
+    let mut batch_members = 0;
+    let to_compare = blocks(entries).filter(|(key, members)| {
+        members.len() > 1
+            && !oversized.contains(&key.hash)
+            && (!key.filtered || members.iter().any(|m| m.lacks_birth_date))
+    });
+    for block in to_compare {
+        batch_members += block.1.len();
+        batch.push(block);
+        if batch_members >= SCORE_BATCH {
+            compared += score_batch(tx, config, oversized, &batch, &mut kept)?;
+            batch.clear();
+            batch_members = 0;
+        }
+    }
+    compared += score_batch(tx, config, oversized, &batch, &mut kept)?;
+    kept.sort_unstable();
+    kept.dedup();
+    Ok((kept, compared))
+}
+
+fn score_batch(
+    tx: &Connection,
+    config: &MatchConfig,
+    oversized: &HashSet<u64>,
+    batch: &[(KeyOf, &[KeyEntry])],
+    kept: &mut Vec<KeptPair>,
+) -> Result<u64> {
+    let mut rids: Vec<u32> = batch
+        .iter()
+        .flat_map(|(_, members)| members.iter().map(|m| m.rid))
+        .collect();
+    rids.sort_unstable();
+    rids.dedup();
+    let mut read = tx.prepare_cached("SELECT kind, features FROM link_record WHERE rid = ?1")?;
+    let nameless = RecordRef::new("", "");
+    let prepared: Vec<Prepared> = rids
+        .iter()
+        .map(|rid| {
+            read.query_row([rid], |r| {
+                let kind = r.get_ref(0)?.as_str()?.parse::<SourceKind>().ok();
+                let features = r.get_ref(1)?.as_blob()?;
+                Ok(kind.and_then(|k| Prepared::decode(nameless.clone(), k, features)))
+            })?
+            .with_context(|| format!("link_record {rid}: its stored features cannot be read"))
+        })
+        .collect::<Result<_>>()?;
+    let of = |rid: u32| rids.binary_search(&rid).ok().map(|i| &prepared[i]);
+    let results = parallel_map(batch, |(key, members)| {
+        let members: Vec<(u32, &Prepared)> = members
+            .iter()
+            .filter_map(|m| Some((m.rid, of(m.rid)?)))
+            .collect();
+        let mut found = Vec::new();
+        let compared = score_block(config, oversized, *key, &members, &mut found);
+        (found, compared)
+    });
+    let mut compared = 0;
+    for (found, n) in results {
+        kept.extend(found);
+        compared += n;
+    }
+    Ok(compared)
+}
+
+/// Writes `link_edge`: each pair in both directions, in (rid, other) order.
+fn write_pairs(tx: &Connection, pairs: &[KeptPair]) -> Result<()> {
+    let directed = |from: u32, to: u32, strong: bool| {
+        (u64::from(from) << 32) | (u64::from(to) << 1) | u64::from(strong)
+    };
+    let mut edges: Vec<u64> = Vec::with_capacity(pairs.len() * 2);
+    for p in pairs {
+        edges.push(directed(p.a, p.b, p.strong));
+        edges.push(directed(p.b, p.a, p.strong));
+    }
+    edges.sort_unstable();
+    for chunk in edges.chunks(INSERT_CHUNK) {
+        let rows: Vec<[i64; 3]> = chunk
+            .iter()
+            .map(|e| {
+                [
+                    (e >> 32) as i64,
+                    ((e & 0xffff_ffff) >> 1) as i64,
+                    (e & 1) as i64,
+                ]
+            })
+            .collect();
+        insert_rows(tx, "link_edge", &rows)?;
+    }
+    Ok(())
+}
+
+/// The records grouped into components: joined by a kept pair or by a previous person.
+struct Components {
+    /// Rids, component by component, components in order of their smallest rid.
+    rids: Vec<u32>,
+    /// Where each component starts in `rids`, then `rids.len()`.
+    starts: Vec<usize>,
+}
+
+impl Components {
+    fn of(tx: &Connection, records: u32, pairs: &[KeptPair]) -> Result<Components> {
+        let mut uf = UnionFind::new(records as usize + 1);
+        for p in pairs {
+            uf.union(p.a, p.b);
+        }
+        let mut stmt = tx.prepare(
+            "SELECT r.rid, l.person_id FROM person_link l
+             JOIN link_record r ON r.source = l.source AND r.external_id = l.external_id
+             ORDER BY l.person_id",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut last: Option<(i64, u32)> = None;
+        while let Some(r) = rows.next()? {
+            let (rid, person): (u32, i64) = (r.get(0)?, r.get(1)?);
+            if let Some((p, other)) = last
+                && p == person
+            {
+                uf.union(other, rid);
+            }
+            last = Some((person, rid));
+        }
+        // Keyed by (the component's smallest rid, rid): rids visited in ascending order
+        // meet each component first at its smallest.
+        let mut smallest = vec![0u32; records as usize + 1];
+        let mut keyed: Vec<u64> = Vec::with_capacity(records as usize);
+        for rid in 1..=records {
+            let root = uf.find(rid) as usize;
+            if smallest[root] == 0 {
+                smallest[root] = rid;
+            }
+            keyed.push((u64::from(smallest[root]) << 32) | u64::from(rid));
+        }
+        drop(uf);
+        drop(smallest);
+        keyed.sort_unstable();
+        let mut starts = Vec::new();
+        let mut rids = Vec::with_capacity(keyed.len());
+        for (i, k) in keyed.iter().enumerate() {
+            if i == 0 || keyed[i - 1] >> 32 != k >> 32 {
+                starts.push(i);
+            }
+            rids.push(*k as u32);
+        }
+        starts.push(rids.len());
+        Ok(Components { rids, starts })
+    }
+
+    /// Whole components, gathered until a part holds at least `records` records.
+    fn parts(&self, records: usize) -> impl Iterator<Item = &[u32]> {
+        let mut at = 0;
+        let mut bounds = Vec::new();
+        for w in self.starts.windows(2) {
+            if w[1] - at >= records.max(1) {
+                bounds.push((at, w[1]));
+                at = w[1];
+            }
+        }
+        if at < self.rids.len() {
+            bounds.push((at, self.rids.len()));
+        }
+        bounds.into_iter().map(|(from, to)| &self.rids[from..to])
+    }
+}
+
+/// Removes the links of records that are no longer linked (deleted upstream, or no longer
+/// mapped); their persons are re-materialised.
+fn remove_links_of_unlinked(
+    tx: &Connection,
+    affected: &mut BTreeSet<i64>,
+    outcome: &mut LinkOutcome,
+) -> Result<()> {
+    let gone: Vec<(String, String, i64)> = tx
+        .prepare(
+            "SELECT l.source, l.external_id, l.person_id FROM person_link l
+             WHERE NOT EXISTS (SELECT 1 FROM link_record r
+                               WHERE r.source = l.source AND r.external_id = l.external_id)",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut delete =
+        tx.prepare_cached("DELETE FROM person_link WHERE source = ?1 AND external_id = ?2")?;
+    for (source, external_id, person) in gone {
+        delete.execute(params![source, external_id])?;
+        affected.insert(person);
+        outcome.links_removed += 1;
+    }
+    Ok(())
+}
+
+/// The stored records `rids`, prepared from their stored features.
+fn load_records(tx: &Connection, rids: &[u32]) -> Result<Vec<Prepared>> {
+    let mut read = tx.prepare_cached(
+        "SELECT source, external_id, kind, features FROM link_record WHERE rid = ?1",
+    )?;
+    rids.iter()
+        .map(|rid| {
+            read.query_row([rid], |r| {
+                let record = RecordRef::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?);
+                let kind = r.get_ref(2)?.as_str()?.parse::<SourceKind>().ok();
+                let features = r.get_ref(3)?.as_blob()?;
+                Ok(kind.and_then(|k| Prepared::decode(record, k, features)))
+            })?
+            .with_context(|| format!("link_record {rid}: its stored features cannot be read"))
+        })
+        .collect()
+}
+
+/// Union-find over rids, by size, with path halving.
+struct UnionFind {
+    parent: Vec<u32>,
+    size: Vec<u32>,
+}
+
+impl UnionFind {
+    fn new(n: usize) -> UnionFind {
+        UnionFind {
+            parent: (0..n as u32).collect(),
+            size: vec![1; n],
+        }
+    }
+
+    fn find(&mut self, mut x: u32) -> u32 {
+        while self.parent[x as usize] != x {
+            let grandparent = self.parent[self.parent[x as usize] as usize];
+            self.parent[x as usize] = grandparent;
+            x = grandparent;
+        }
+        x
+    }
+
+    fn union(&mut self, a: u32, b: u32) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra == rb {
+            return;
+        }
+        let (big, small) = if self.size[ra as usize] >= self.size[rb as usize] {
+            (ra, rb)
+        } else {
+            (rb, ra)
+        };
+        self.parent[small as usize] = big;
+        self.size[big as usize] += self.size[small as usize];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use super::*;
+    use crate::identity::tests::dataset;
+    use crate::identity::{InputRecord, resolve};
+    use crate::person::link_state::tests::{delete, linked_tables, put};
+
+    fn pair_text(a: &RecordRef, b: &RecordRef) -> String {
+        let (x, y) = if a <= b { (a, b) } else { (b, a) };
+        format!(
+            "{}/{} {}/{}",
+            x.source, x.external_id, y.source, y.external_id
+        )
+    }
+
+    /// What linking every record at once in memory gives, with each person named by its
+    /// smallest record: links, runners-up, review pairs and kept pairs.
+    fn in_memory(config: &MatchConfig, records: &[InputRecord]) -> Vec<String> {
+        let mut out = Vec::new();
+        let resolution = resolve(config, records.to_vec());
+        for c in &resolution.clusters {
+            let anchor = &c.members[0].record;
+            for m in &c.members {
+                let (rule, score) = match &m.link {
+                    Some(l) => (l.rule.as_str(), Some(l.score)),
+                    None if c.members.len() == 1 => ("single", None),
+                    None => ("anchor", None),
+                };
+                out.push(format!(
+                    "link {} {anchor:?} {rule} {score:?}",
+                    pair_text(&m.record, &m.record)
+                ));
+            }
+            for r in &c.runners_up {
+                out.push(format!(
+                    "runner_up {anchor:?} {:?} {:?} {} {}",
+                    r.record,
+                    r.other,
+                    r.score,
+                    r.reason.as_str()
+                ));
+            }
+        }
+        for r in &resolution.review {
+            out.push(format!("review {:?} {:?} {}", r.record, r.other, r.score));
+        }
+        let index = LinkIndex::build(config.clone(), records.to_vec());
+        let refs: Vec<RecordRef> = index.records().map(|(_, r)| r.clone()).collect();
+        index.kept_pairs(|a, b, strong| {
+            out.push(format!(
+                "pair {} {strong}",
+                pair_text(&refs[a as usize], &refs[b as usize])
+            ));
+        });
+        out.sort();
+        out
+    }
+
+    /// The same, as the store holds it.
+    fn stored(conn: &Connection) -> Vec<String> {
+        let mut out = Vec::new();
+        let links: Vec<(RecordRef, i64, String, Option<f64>)> = conn
+            .prepare("SELECT source, external_id, person_id, rule, score FROM person_link")
+            .unwrap()
+            .query_map([], |r| {
+                Ok((
+                    RecordRef::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                ))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut anchor: BTreeMap<i64, RecordRef> = BTreeMap::new();
+        for (record, person, _, _) in &links {
+            let a = anchor.entry(*person).or_insert_with(|| record.clone());
+            if record < a {
+                *a = record.clone();
+            }
+        }
+        for (record, person, rule, score) in &links {
+            out.push(format!(
+                "link {} {:?} {rule} {score:?}",
+                pair_text(record, record),
+                anchor[person]
+            ));
+        }
+        let runners: Vec<(i64, RecordRef, RecordRef, f64, String)> = conn
+            .prepare("SELECT person_id, source, external_id, other_source, other_external_id, score, reason FROM link_runner_up")
+            .unwrap()
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    RecordRef::new(r.get::<_, String>(1)?, r.get::<_, String>(2)?),
+                    RecordRef::new(r.get::<_, String>(3)?, r.get::<_, String>(4)?),
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for (person, record, other, score, reason) in runners {
+            out.push(format!(
+                "runner_up {:?} {record:?} {other:?} {score} {reason}",
+                anchor[&person]
+            ));
+        }
+        let review: Vec<(RecordRef, RecordRef, f64)> = conn
+            .prepare(
+                "SELECT source_a, external_id_a, source_b, external_id_b, score FROM link_review",
+            )
+            .unwrap()
+            .query_map([], |r| {
+                Ok((
+                    RecordRef::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                    RecordRef::new(r.get::<_, String>(2)?, r.get::<_, String>(3)?),
+                    r.get(4)?,
+                ))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for (record, other, score) in review {
+            out.push(format!("review {record:?} {other:?} {score}"));
+        }
+        let pairs: Vec<(RecordRef, RecordRef, bool)> = conn
+            .prepare(
+                "SELECT a.source, a.external_id, b.source, b.external_id, e.strong FROM link_edge e
+                 JOIN link_record a ON a.rid = e.rid JOIN link_record b ON b.rid = e.other",
+            )
+            .unwrap()
+            .query_map([], |r| {
+                Ok((
+                    RecordRef::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                    RecordRef::new(r.get::<_, String>(2)?, r.get::<_, String>(3)?),
+                    r.get(4)?,
+                ))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for (a, b, strong) in pairs.iter().filter(|(a, b, _)| a < b) {
+            out.push(format!("pair {} {strong}", pair_text(a, b)));
+        }
+        out.sort();
+        out
+    }
+
+    fn link_in_parts(
+        conn: &mut Connection,
+        config: &MatchConfig,
+        part_records: usize,
+    ) -> LinkOutcome {
+        let tx = conn.transaction().unwrap();
+        let mut outcome = LinkOutcome::default();
+        link_all(&tx, config, &Policy::default(), part_records, &mut outcome).unwrap();
+        tx.execute("DELETE FROM relink_queue", []).unwrap();
+        tx.commit().unwrap();
+        outcome
+    }
+
+    /// Scored a block at a time from the store and linked a part at a time, the store holds
+    /// exactly what linking every record at once in memory gives — whatever the part size,
+    /// with blocks too large to compare and without.
+    #[test]
+    fn a_full_link_in_parts_writes_what_linking_all_at_once_gives() {
+        let data = dataset(600, 5);
+        for config in [
+            MatchConfig::default(),
+            MatchConfig {
+                max_block_pairs: 6,
+                ..MatchConfig::default()
+            },
+        ] {
+            let expected = in_memory(&config, &data.records);
+            assert!(expected.iter().any(|r| r.starts_with("review")));
+            assert!(expected.iter().any(|r| r.starts_with("runner_up")));
+            assert!(expected.iter().any(|r| r.contains(" anchor ")));
+            for part_records in [1, 7, 4096] {
+                let dir = tempfile::tempdir().unwrap();
+                let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+                for r in &data.records {
+                    put(&conn, r);
+                }
+                let outcome = link_in_parts(&mut conn, &config, part_records);
+                assert_eq!(outcome.records_linked, data.records.len());
+                assert_eq!(
+                    stored(&conn),
+                    expected,
+                    "part size {part_records}, {config:?}"
+                );
+            }
+        }
+    }
+
+    /// A full link over persons already stored (new settings split some, records deleted
+    /// upstream leave) gives every person the same id however it is split into parts: a
+    /// part holds whole previous persons.
+    #[test]
+    fn persons_keep_their_ids_whatever_the_part_size() {
+        let data = dataset(400, 9);
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        for r in &data.records {
+            put(&conn, r);
+        }
+        link_in_parts(&mut conn, &MatchConfig::default(), 4096);
+        let person_of = |conn: &Connection| -> HashMap<RecordRef, i64> {
+            conn.prepare("SELECT source, external_id, person_id FROM person_link")
+                .unwrap()
+                .query_map([], |r| {
+                    Ok((
+                        RecordRef::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                        r.get(2)?,
+                    ))
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        let before = person_of(&conn);
+        let gone: Vec<&RecordRef> = data.records.iter().step_by(37).map(|r| &r.record).collect();
+        for r in &gone {
+            delete(&conn, r);
+        }
+        let stricter = MatchConfig {
+            max_cluster_size: 2,
+            ..MatchConfig::default()
+        };
+        let fresh_from = next_person_id(&conn).unwrap();
+        let mut results = Vec::new();
+        for part_records in [1, 3, 4096] {
+            let path = dir.path().join(format!("copy{part_records}.db"));
+            conn.execute("VACUUM INTO ?1", [path.to_str().unwrap()])
+                .unwrap();
+            let mut copy = crate::store::open(&path).unwrap();
+            let outcome = link_in_parts(&mut copy, &stricter, part_records);
+            assert_eq!(outcome.links_removed, gone.len());
+            let after = person_of(&copy);
+            assert_eq!(after.len(), data.records.len() - gone.len());
+            let mut parts_of: HashMap<i64, HashSet<i64>> = HashMap::new();
+            for (record, person) in &after {
+                parts_of.entry(before[record]).or_default().insert(*person);
+            }
+            let split = parts_of.values().filter(|p| p.len() > 1).count();
+            assert!(split > 5, "the stricter settings split {split} persons");
+            // A person kept from before keeps its id; a new one (a split-off part) is named by
+            // its smallest record: new ids are numbered in the order the parts are linked.
+            let mut smallest: HashMap<i64, &RecordRef> = HashMap::new();
+            for (record, person) in &after {
+                let s = smallest.entry(*person).or_insert(record);
+                if record < *s {
+                    *s = record;
+                }
+            }
+            let mut persons: Vec<String> = after
+                .iter()
+                .map(|(record, person)| match *person < fresh_from {
+                    true => format!("{record:?} kept {person}"),
+                    false => format!("{record:?} new {:?}", smallest[person]),
+                })
+                .collect();
+            persons.sort();
+            let others: Vec<String> = linked_tables(&copy)
+                .into_iter()
+                .filter(|row| {
+                    !row.starts_with("Text(\"link\")")
+                        && !row.starts_with("Text(\"runner_up\")")
+                        && !row.starts_with("Text(\"person\")")
+                        && !row.starts_with("Text(\"provenance\")")
+                })
+                .collect();
+            assert!(others.iter().any(|r| r.starts_with("Text(\"review\")")));
+            results.push((persons, others));
+        }
+        assert!(results[2].0.iter().any(|r| r.contains(" new ")));
+        assert_eq!(results[0], results[2]);
+        assert_eq!(results[1], results[2]);
+    }
+}
