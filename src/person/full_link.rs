@@ -3,9 +3,11 @@
 //! (`link_record`); its blocks are written in key order (`link_key`) and scored a batch of
 //! blocks at a time, reading the members' features back; the kept pairs are stored
 //! (`link_edge`); then the records are linked a part at a time. A part is whole components
-//! of the kept pairs and of the previous persons, so [`LinkIndex::build_part`] links it
-//! exactly as the whole would, and its persons take their ids as they would in one pass.
-//! Memory holds a few integers per record and one part, not the records.
+//! of the pairs clustering reads and of the previous persons, plus a rim of records one
+//! review-only pair away (as `link_state` re-links a neighbourhood), so
+//! [`LinkIndex::build_part`] links it exactly as the whole would, and its persons take their
+//! ids as they would in one pass. Memory holds a few integers per record and one part, not
+//! the records.
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Instant;
@@ -72,6 +74,7 @@ pub(super) fn link_all(
     let scored_ms = started.elapsed().as_millis() as u64;
 
     let components = Components::of(tx, records, &pairs)?;
+    let review_only = ReviewOnly::of(records, &pairs);
     let kept_pairs = pairs.len();
     drop(pairs);
     let mut affected: BTreeSet<i64> = BTreeSet::new();
@@ -80,13 +83,38 @@ pub(super) fn link_all(
     let mut largest_part = 0;
     for part in components.parts(part_records) {
         largest_part = largest_part.max(part.len());
-        let prepared = load_records(tx, part)?;
+        // The rim: records one review-only pair away, loaded so that review pairs and
+        // runners-up come out whole; their own clusters are another part's.
+        let in_part: HashSet<u32> = part.iter().copied().collect();
+        let mut rim: Vec<u32> = part
+            .iter()
+            .flat_map(|rid| review_only.others_of(*rid))
+            .copied()
+            .filter(|rid| !in_part.contains(rid))
+            .collect();
+        rim.sort_unstable();
+        rim.dedup();
+        let prepared = load_records(tx, &[part, &rim].concat())?;
+        let in_scope: HashSet<RecordRef> = prepared[..part.len()]
+            .iter()
+            .map(|p| p.record().clone())
+            .collect();
         let index = LinkIndex::build_part(config.clone(), prepared, oversized.clone());
         let resolution = index.into_resolution();
+        let clusters: Vec<_> = resolution
+            .clusters
+            .into_iter()
+            .filter(|c| c.records().any(|r| in_scope.contains(r)))
+            .collect();
+        let review: Vec<_> = resolution
+            .review
+            .into_iter()
+            .filter(|c| in_scope.contains(&c.record) || in_scope.contains(&c.other))
+            .collect();
         persist(
             tx,
-            &resolution.clusters,
-            &resolution.review,
+            &clusters,
+            &review,
             &Scope::Part,
             |_| true,
             &mut affected,
@@ -344,7 +372,9 @@ fn write_pairs(tx: &Connection, pairs: &[KeptPair]) -> Result<()> {
     Ok(())
 }
 
-/// The records grouped into components: joined by a kept pair or by a previous person.
+/// The records grouped into components: joined by a pair clustering reads (see
+/// `link_state`) or by a previous person. A record's other kept pairs are review-only: they
+/// lead to its part's rim.
 struct Components {
     /// Rids, component by component, components in order of their smallest rid.
     rids: Vec<u32>,
@@ -355,7 +385,7 @@ struct Components {
 impl Components {
     fn of(tx: &Connection, records: u32, pairs: &[KeptPair]) -> Result<Components> {
         let mut uf = UnionFind::new(records as usize + 1);
-        for p in pairs {
+        for p in pairs.iter().filter(|p| p.strong) {
             uf.union(p.a, p.b);
         }
         let mut stmt = tx.prepare(
@@ -414,6 +444,41 @@ impl Components {
             bounds.push((at, self.rids.len()));
         }
         bounds.into_iter().map(|(from, to)| &self.rids[from..to])
+    }
+}
+
+/// Each record's review-only pairs (those clustering does not read), as lists of the other
+/// records: `others[starts[rid]..starts[rid + 1]]`.
+struct ReviewOnly {
+    starts: Vec<u32>,
+    others: Vec<u32>,
+}
+
+impl ReviewOnly {
+    fn of(records: u32, pairs: &[KeptPair]) -> ReviewOnly {
+        let review_only = || pairs.iter().filter(|p| !p.strong);
+        let mut starts = vec![0u32; records as usize + 2];
+        for p in review_only() {
+            starts[p.a as usize + 1] += 1;
+            starts[p.b as usize + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut next = starts.clone();
+        let mut others = vec![0u32; starts[starts.len() - 1] as usize];
+        for p in review_only() {
+            for (from, to) in [(p.a, p.b), (p.b, p.a)] {
+                others[next[from as usize] as usize] = to;
+                next[from as usize] += 1;
+            }
+        }
+        ReviewOnly { starts, others }
+    }
+
+    fn others_of(&self, rid: u32) -> &[u32] {
+        let (from, to) = (self.starts[rid as usize], self.starts[rid as usize + 1]);
+        &self.others[from as usize..to as usize]
     }
 }
 
