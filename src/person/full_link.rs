@@ -28,8 +28,27 @@ use crate::store::now_rfc3339;
 
 /// Records read, then parsed and prepared on every core, at a time.
 const PREPARE_CHUNK: usize = 8192;
-/// Block members scored at a time: their features read back, then scored on every core.
-const SCORE_BATCH: usize = 32 * 1024;
+
+/// How much a full link holds at a time.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// Records linked together in one part (whole components, so a part may hold more):
+    /// enough that per-part work is small beside the part's.
+    pub part_records: usize,
+    /// Block memberships held while `link_key` is written: the keys are split into ranges
+    /// of about this many.
+    pub entries_per_pass: i64,
+    /// Block members scored at a time: their features read back, then scored on every core.
+    pub score_batch: usize,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits {
+        part_records: 4096,
+        entries_per_pass: 1 << 20,
+        score_batch: 32 * 1024,
+    };
+}
 
 /// A record's membership of a block, as held while the blocks are written and scored.
 #[derive(Clone, Copy)]
@@ -42,12 +61,12 @@ struct KeyEntry {
 }
 
 /// Links every live record, replacing the stored links, review pairs, runners-up and
-/// linking state; `part_records` bounds the records linked at a time (whole components).
+/// linking state.
 pub(super) fn link_all(
     tx: &Connection,
     config: &MatchConfig,
     policy: &Policy,
-    part_records: usize,
+    limits: Limits,
     outcome: &mut LinkOutcome,
 ) -> Result<()> {
     let started = Instant::now();
@@ -65,11 +84,8 @@ pub(super) fn link_all(
     outcome.records_linked = records as usize;
     let stored_ms = started.elapsed().as_millis() as u64;
 
-    let mut entries = key_entries(tx)?;
-    entries.sort_unstable_by_key(|e| (e.key, e.rid));
-    let oversized = write_blocks(tx, config, &entries)?;
-    let (pairs, compared) = score_blocks(tx, config, &oversized, &entries)?;
-    drop(entries);
+    let oversized = write_blocks(tx, config, limits.entries_per_pass)?;
+    let (pairs, compared) = score_blocks(tx, config, &oversized, limits.score_batch)?;
     write_pairs(tx, &pairs)?;
     let scored_ms = started.elapsed().as_millis() as u64;
 
@@ -81,7 +97,7 @@ pub(super) fn link_all(
     remove_links_of_unlinked(tx, &mut affected, outcome)?;
     let first_new_id = next_person_id(tx)?;
     let mut largest_part = 0;
-    for part in components.parts(part_records) {
+    for part in components.parts(limits.part_records) {
         largest_part = largest_part.max(part.len());
         // The rim: records one review-only pair away, loaded so that review pairs and
         // runners-up come out whole; their own clusters are another part's.
@@ -196,106 +212,142 @@ fn store_records(tx: &Connection) -> Result<u32> {
     }
 }
 
-/// Every stored record's block memberships, read back from `link_record.keys` into a list
-/// sized exactly once.
-fn key_entries(tx: &Connection) -> Result<Vec<KeyEntry>> {
+/// Writes `link_key` in key order, a range of keys at a time (each range read back from
+/// `link_record.keys`, sorted and written); returns the blocks too large to compare.
+fn write_blocks(
+    tx: &Connection,
+    config: &MatchConfig,
+    entries_per_pass: i64,
+) -> Result<HashSet<u64>> {
     let total: i64 = tx.query_row(
         "SELECT coalesce(sum(length(keys)), 0) / 9 FROM link_record",
         [],
         |r| r.get(0),
     )?;
-    let mut entries = Vec::with_capacity(usize::try_from(total).unwrap_or_default());
-    let mut stmt = tx.prepare("SELECT rid, lacks_birth_date, keys FROM link_record")?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let (rid, lacks_birth_date): (u32, bool) = (r.get(0)?, r.get(1)?);
-        let keys = super::link_state::decode_keys(r.get_ref(2)?.as_blob()?)
-            .with_context(|| format!("link_record {rid}"))?;
-        entries.extend(keys.into_iter().map(|k| KeyEntry {
-            key: k.hash as i64,
-            rid,
-            lacks_birth_date,
-            filtered: k.filtered,
-        }));
-    }
-    Ok(entries)
-}
-
-/// The blocks of `entries` (sorted by key, then rid), each as its key and members.
-fn blocks(entries: &[KeyEntry]) -> impl Iterator<Item = (KeyOf, &[KeyEntry])> {
-    entries.chunk_by(|x, y| x.key == y.key).map(|members| {
-        let key = KeyOf {
-            hash: members[0].key as u64,
-            filtered: members[0].filtered,
-        };
-        (key, members)
-    })
-}
-
-fn block_size(key: KeyOf, members: &[KeyEntry]) -> BlockSize {
-    BlockSize {
-        members: members.len() as u64,
-        lacking_birth_date: members.iter().filter(|m| m.lacks_birth_date).count() as u64,
-        filtered: key.filtered,
-    }
-}
-
-/// Writes `link_key` in key order; returns the blocks too large to compare.
-fn write_blocks(
-    tx: &Connection,
-    config: &MatchConfig,
-    entries: &[KeyEntry],
-) -> Result<HashSet<u64>> {
+    let passes = i128::from(total / entries_per_pass.max(1) + 1);
+    let span = (i128::from(i64::MAX) - i128::from(i64::MIN) + 1) / passes;
     let mut oversized = HashSet::new();
-    let mut rows: Vec<[i64; 4]> = Vec::with_capacity(INSERT_CHUNK.min(entries.len()));
-    for (key, members) in blocks(entries) {
-        if block_size(key, members).oversized(config) {
-            oversized.insert(key.hash);
+    let mut read = tx.prepare("SELECT rid, lacks_birth_date, keys FROM link_record")?;
+    let mut rows: Vec<[i64; 4]> = Vec::new();
+    for pass in 0..passes {
+        let from = i128::from(i64::MIN) + pass * span;
+        let to = if pass + 1 == passes {
+            i128::from(i64::MAX) + 1
+        } else {
+            from + span
+        };
+        let mut entries: Vec<KeyEntry> =
+            Vec::with_capacity(usize::try_from(total / passes as i64).unwrap_or_default());
+        let mut stored = read.query([])?;
+        while let Some(r) = stored.next()? {
+            let (rid, lacks_birth_date): (u32, bool) = (r.get(0)?, r.get(1)?);
+            let keys = super::link_state::decode_keys(r.get_ref(2)?.as_blob()?)
+                .with_context(|| format!("link_record {rid}"))?;
+            entries.extend(
+                keys.into_iter()
+                    .filter(|k| (from..to).contains(&i128::from(k.hash as i64)))
+                    .map(|k| KeyEntry {
+                        key: k.hash as i64,
+                        rid,
+                        lacks_birth_date,
+                        filtered: k.filtered,
+                    }),
+            );
         }
-        rows.extend(members.iter().map(|m| {
-            [
-                m.key,
-                i64::from(m.rid),
-                i64::from(m.lacks_birth_date),
-                i64::from(m.filtered),
-            ]
-        }));
-        if rows.len() >= INSERT_CHUNK {
-            insert_rows(tx, "link_key", &rows)?;
-            rows.clear();
+        entries.sort_unstable_by_key(|e| (e.key, e.rid));
+        for members in entries.chunk_by(|x, y| x.key == y.key) {
+            let (key, size) = block_size(members);
+            if size.oversized(config) {
+                oversized.insert(key.hash);
+            }
+            rows.extend(members.iter().map(|m| {
+                [
+                    m.key,
+                    i64::from(m.rid),
+                    i64::from(m.lacks_birth_date),
+                    i64::from(m.filtered),
+                ]
+            }));
+            if rows.len() >= INSERT_CHUNK {
+                insert_rows(tx, "link_key", &rows)?;
+                rows.clear();
+            }
         }
     }
     insert_rows(tx, "link_key", &rows)?;
     Ok(oversized)
 }
 
-/// Scores every block that has a pair to compare, a batch at a time; returns the kept pairs
-/// (sorted) and the number of pairs compared.
+/// A block's key and size, from its members.
+fn block_size(members: &[KeyEntry]) -> (KeyOf, BlockSize) {
+    let key = KeyOf {
+        hash: members[0].key as u64,
+        filtered: members[0].filtered,
+    };
+    let size = BlockSize {
+        members: members.len() as u64,
+        lacking_birth_date: members.iter().filter(|m| m.lacks_birth_date).count() as u64,
+        filtered: key.filtered,
+    };
+    (key, size)
+}
+
+/// Scores every block that has a pair to compare, reading `link_key` in key order and
+/// scoring a batch of blocks at a time; returns the kept pairs (sorted) and the number of
+/// pairs compared.
 fn score_blocks(
     tx: &Connection,
     config: &MatchConfig,
     oversized: &HashSet<u64>,
-    entries: &[KeyEntry],
+    score_batch_members: usize,
 ) -> Result<(Vec<KeptPair>, u64)> {
     let mut kept = Vec::new();
     let mut compared = 0;
-    let mut batch: Vec<(KeyOf, &[KeyEntry])> = Vec::new();
-    let mut batch_members = 0;
-    let to_compare = blocks(entries).filter(|(key, members)| {
-        members.len() > 1
-            && !oversized.contains(&key.hash)
-            && (!key.filtered || members.iter().any(|m| m.lacks_birth_date))
-    });
-    for block in to_compare {
-        batch_members += block.1.len();
-        batch.push(block);
-        if batch_members >= SCORE_BATCH {
-            compared += score_batch(tx, config, oversized, &batch, &mut kept)?;
-            batch.clear();
-            batch_members = 0;
+    // The batch's members, block after block; a block is a range of them.
+    let mut members: Vec<KeyEntry> = Vec::with_capacity(score_batch_members);
+    let mut batch: Vec<(KeyOf, std::ops::Range<usize>)> = Vec::new();
+    let mut block_start = 0;
+    let mut read =
+        tx.prepare("SELECT key, rid, lacks_birth_date, filtered FROM link_key ORDER BY key, rid")?;
+    let mut rows = read.query([])?;
+    loop {
+        let row = rows.next()?;
+        let entry = row
+            .map(|r| -> rusqlite::Result<KeyEntry> {
+                Ok(KeyEntry {
+                    key: r.get(0)?,
+                    rid: r.get(1)?,
+                    lacks_birth_date: r.get(2)?,
+                    filtered: r.get(3)?,
+                })
+            })
+            .transpose()?;
+        let block_ends =
+            members.len() > block_start && entry.is_none_or(|e| e.key != members[block_start].key);
+        if block_ends {
+            let block = &members[block_start..];
+            let (key, _) = block_size(block);
+            let to_compare = block.len() > 1
+                && !oversized.contains(&key.hash)
+                && (!key.filtered || block.iter().any(|m| m.lacks_birth_date));
+            if to_compare {
+                batch.push((key, block_start..members.len()));
+                block_start = members.len();
+            } else {
+                members.truncate(block_start);
+            }
+            if members.len() >= score_batch_members || entry.is_none() {
+                compared += score_batch(tx, config, oversized, &members, &batch, &mut kept)?;
+                members.clear();
+                batch.clear();
+                block_start = 0;
+            }
+        }
+        match entry {
+            Some(e) => members.push(e),
+            None => break,
         }
     }
-    compared += score_batch(tx, config, oversized, &batch, &mut kept)?;
     kept.sort_unstable();
     kept.dedup();
     Ok((kept, compared))
@@ -305,13 +357,11 @@ fn score_batch(
     tx: &Connection,
     config: &MatchConfig,
     oversized: &HashSet<u64>,
-    batch: &[(KeyOf, &[KeyEntry])],
+    members: &[KeyEntry],
+    batch: &[(KeyOf, std::ops::Range<usize>)],
     kept: &mut Vec<KeptPair>,
 ) -> Result<u64> {
-    let mut rids: Vec<u32> = batch
-        .iter()
-        .flat_map(|(_, members)| members.iter().map(|m| m.rid))
-        .collect();
+    let mut rids: Vec<u32> = members.iter().map(|m| m.rid).collect();
     rids.sort_unstable();
     rids.dedup();
     let mut read = tx.prepare_cached("SELECT kind, features FROM link_record WHERE rid = ?1")?;
@@ -328,8 +378,8 @@ fn score_batch(
         })
         .collect::<Result<_>>()?;
     let of = |rid: u32| rids.binary_search(&rid).ok().map(|i| &prepared[i]);
-    let results = parallel_map(batch, |(key, members)| {
-        let members: Vec<(u32, &Prepared)> = members
+    let results = parallel_map(batch, |(key, range)| {
+        let members: Vec<(u32, &Prepared)> = members[range.clone()]
             .iter()
             .filter_map(|m| Some((m.rid, of(m.rid)?)))
             .collect();
@@ -716,14 +766,24 @@ mod tests {
         out
     }
 
+    /// A full link holding `part_records` records at a time, and (below 4096) a few dozen
+    /// block memberships and block members at a time.
     fn link_in_parts(
         conn: &mut Connection,
         config: &MatchConfig,
         part_records: usize,
     ) -> LinkOutcome {
+        let limits = match part_records {
+            4096.. => Limits::DEFAULT,
+            _ => Limits {
+                part_records,
+                entries_per_pass: 40 + part_records as i64,
+                score_batch: 20 + part_records,
+            },
+        };
         let tx = conn.transaction().unwrap();
         let mut outcome = LinkOutcome::default();
-        link_all(&tx, config, &Policy::default(), part_records, &mut outcome).unwrap();
+        link_all(&tx, config, &Policy::default(), limits, &mut outcome).unwrap();
         tx.execute("DELETE FROM relink_queue", []).unwrap();
         tx.commit().unwrap();
         outcome

@@ -46,10 +46,6 @@ pub struct Linker {
     policy: Policy,
 }
 
-/// Records linked together in one part of a full link (whole components, so a part may hold
-/// more): enough that per-part work is small beside the part's, few enough to keep memory flat.
-const FULL_LINK_PART: usize = 4096;
-
 /// A queue holding more than 1/this of the stored records is linked in full: past that, one
 /// pass over everything is cheaper than reading neighbourhoods record by record.
 const FULL_LINK_SHARE: u64 = 20;
@@ -79,7 +75,7 @@ impl Linker {
                 &tx,
                 &self.config,
                 &self.policy,
-                FULL_LINK_PART,
+                full_link::Limits::DEFAULT,
                 &mut outcome,
             )?;
         } else {
