@@ -20,8 +20,8 @@ use super::link_state::{INSERT_CHUNK, config_hash, encode_keys, insert_rows};
 use super::scan::deleted_upstream;
 use super::survivorship::Policy;
 use crate::identity::{
-    BlockSize, KeptPair, KeyOf, LinkIndex, MatchConfig, Prepared, RecordRef, parallel_map,
-    prepare_all, score_block,
+    BlockSize, Candidate, Cluster, KeptPair, KeyOf, LinkIndex, MatchConfig, Prepared, RecordRef,
+    parallel_map, prepare_all, score_block,
 };
 use crate::source::kind::SourceKind;
 use crate::store::now_rfc3339;
@@ -96,47 +96,16 @@ pub(super) fn link_all(
     let mut affected: BTreeSet<i64> = BTreeSet::new();
     remove_links_of_unlinked(tx, &mut affected, outcome)?;
     let first_new_id = next_person_id(tx)?;
-    let mut largest_part = 0;
-    for part in components.parts(limits.part_records) {
-        largest_part = largest_part.max(part.len());
-        // The rim: records one review-only pair away, loaded so that review pairs and
-        // runners-up come out whole; their own clusters are another part's.
-        let in_part: HashSet<u32> = part.iter().copied().collect();
-        let mut rim: Vec<u32> = part
-            .iter()
-            .flat_map(|rid| review_only.others_of(*rid))
-            .copied()
-            .filter(|rid| !in_part.contains(rid))
-            .collect();
-        rim.sort_unstable();
-        rim.dedup();
-        let prepared = load_records(tx, &[part, &rim].concat())?;
-        let in_scope: HashSet<RecordRef> = prepared[..part.len()]
-            .iter()
-            .map(|p| p.record().clone())
-            .collect();
-        let index = LinkIndex::build_part(config.clone(), prepared, oversized.clone());
-        let resolution = index.into_resolution();
-        let clusters: Vec<_> = resolution
-            .clusters
-            .into_iter()
-            .filter(|c| c.records().any(|r| in_scope.contains(r)))
-            .collect();
-        let review: Vec<_> = resolution
-            .review
-            .into_iter()
-            .filter(|c| in_scope.contains(&c.record) || in_scope.contains(&c.other))
-            .collect();
-        persist(
-            tx,
-            &clusters,
-            &review,
-            &Scope::Part,
-            |_| true,
-            &mut affected,
-            outcome,
-        )?;
-    }
+    let largest_part = link_parts(
+        tx,
+        config,
+        &oversized,
+        &components,
+        &review_only,
+        limits.part_records,
+        &mut affected,
+        outcome,
+    )?;
     let linked_ms = started.elapsed().as_millis() as u64;
     let (written, removed) =
         materialize_persons(tx, &affected, first_new_id, policy, &now_rfc3339())?;
@@ -159,6 +128,108 @@ pub(super) fn link_all(
         "full link"
     );
     Ok(())
+}
+
+/// Links the records a part at a time and writes each part's links, review pairs and
+/// runners-up. A part is linked on a thread of its own while the next is read and the last
+/// written. Returns the most records a part held.
+#[allow(clippy::too_many_arguments)]
+fn link_parts(
+    tx: &Connection,
+    config: &MatchConfig,
+    oversized: &HashSet<u64>,
+    components: &Components,
+    review_only: &ReviewOnly,
+    part_records: usize,
+    affected: &mut BTreeSet<i64>,
+    outcome: &mut LinkOutcome,
+) -> Result<usize> {
+    let mut largest_part = 0;
+    std::thread::scope(|scope| -> Result<usize> {
+        let (to_link, loaded) = std::sync::mpsc::sync_channel::<(Vec<Prepared>, usize)>(1);
+        let (to_write, linked) = std::sync::mpsc::sync_channel::<(Vec<Cluster>, Vec<Candidate>)>(1);
+        scope.spawn(move || {
+            for (records, in_part) in loaded {
+                if to_write
+                    .send(link_part(config, oversized, records, in_part))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let mut write = |(clusters, review): (Vec<Cluster>, Vec<Candidate>)| {
+            persist(
+                tx,
+                &clusters,
+                &review,
+                &Scope::Part,
+                |_| true,
+                affected,
+                outcome,
+            )
+        };
+        let mut in_flight = 0;
+        for part in components.parts(part_records) {
+            largest_part = largest_part.max(part.len());
+            let records = load_part(tx, part, review_only)?;
+            if to_link.send((records, part.len())).is_err() {
+                break;
+            }
+            in_flight += 1;
+            if in_flight == 2 {
+                write(linked.recv()?)?;
+                in_flight -= 1;
+            }
+        }
+        drop(to_link);
+        for part in linked {
+            write(part)?;
+        }
+        Ok(largest_part)
+    })
+}
+
+/// A part's records, then its rim: records one review-only pair away, loaded so that review
+/// pairs and runners-up come out whole (their own clusters are another part's).
+fn load_part(tx: &Connection, part: &[u32], review_only: &ReviewOnly) -> Result<Vec<Prepared>> {
+    let in_part: HashSet<u32> = part.iter().copied().collect();
+    let mut rim: Vec<u32> = part
+        .iter()
+        .flat_map(|rid| review_only.others_of(*rid))
+        .copied()
+        .filter(|rid| !in_part.contains(rid))
+        .collect();
+    rim.sort_unstable();
+    rim.dedup();
+    load_records(tx, &[part, &rim].concat())
+}
+
+/// Links a part (its first `in_part` records, then its rim): the clusters of the part's
+/// records and the review pairs that touch them.
+fn link_part(
+    config: &MatchConfig,
+    oversized: &HashSet<u64>,
+    records: Vec<Prepared>,
+    in_part: usize,
+) -> (Vec<Cluster>, Vec<Candidate>) {
+    let in_scope: HashSet<RecordRef> = records[..in_part]
+        .iter()
+        .map(|p| p.record().clone())
+        .collect();
+    let index = LinkIndex::build_part(config.clone(), records, oversized.clone());
+    let resolution = index.into_resolution();
+    let clusters = resolution
+        .clusters
+        .into_iter()
+        .filter(|c| c.records().any(|r| in_scope.contains(r)))
+        .collect();
+    let review = resolution
+        .review
+        .into_iter()
+        .filter(|c| in_scope.contains(&c.record) || in_scope.contains(&c.other))
+        .collect();
+    (clusters, review)
 }
 
 /// Prepares every live (not deleted upstream) canonical record a chunk at a time on every
@@ -292,107 +363,150 @@ fn block_size(members: &[KeyEntry]) -> (KeyOf, BlockSize) {
     (key, size)
 }
 
-/// Scores every block that has a pair to compare, reading `link_key` in key order and
-/// scoring a batch of blocks at a time; returns the kept pairs (sorted) and the number of
-/// pairs compared.
+/// Scores every block that has a pair to compare, reading `link_key` in key order; a batch
+/// of blocks is scored on every core while the next is read. Returns the kept pairs (sorted)
+/// and the number of pairs compared.
 fn score_blocks(
     tx: &Connection,
     config: &MatchConfig,
     oversized: &HashSet<u64>,
     score_batch_members: usize,
 ) -> Result<(Vec<KeptPair>, u64)> {
-    let mut kept = Vec::new();
-    let mut compared = 0;
-    // The batch's members, block after block; a block is a range of them.
-    let mut members: Vec<KeyEntry> = Vec::with_capacity(score_batch_members);
-    let mut batch: Vec<(KeyOf, std::ops::Range<usize>)> = Vec::new();
-    let mut block_start = 0;
-    let mut read =
-        tx.prepare("SELECT key, rid, lacks_birth_date, filtered FROM link_key ORDER BY key, rid")?;
-    let mut rows = read.query([])?;
-    loop {
-        let row = rows.next()?;
-        let entry = row
-            .map(|r| -> rusqlite::Result<KeyEntry> {
-                Ok(KeyEntry {
-                    key: r.get(0)?,
-                    rid: r.get(1)?,
-                    lacks_birth_date: r.get(2)?,
-                    filtered: r.get(3)?,
+    std::thread::scope(|scope| -> Result<(Vec<KeptPair>, u64)> {
+        let (to_score, ready) = std::sync::mpsc::sync_channel::<ScoreBatch>(1);
+        let scorer = scope.spawn(move || {
+            let (mut kept, mut compared) = (Vec::new(), 0);
+            for batch in ready {
+                compared += batch.score(config, oversized, &mut kept);
+            }
+            (kept, compared)
+        });
+        // The batch's members, block after block; a block is a range of them.
+        let mut members: Vec<KeyEntry> = Vec::with_capacity(score_batch_members);
+        let mut blocks: Vec<(KeyOf, std::ops::Range<usize>)> = Vec::new();
+        let mut block_start = 0;
+        let mut read = tx.prepare(
+            "SELECT key, rid, lacks_birth_date, filtered FROM link_key ORDER BY key, rid",
+        )?;
+        let mut rows = read.query([])?;
+        loop {
+            let row = rows.next()?;
+            let entry = row
+                .map(|r| -> rusqlite::Result<KeyEntry> {
+                    Ok(KeyEntry {
+                        key: r.get(0)?,
+                        rid: r.get(1)?,
+                        lacks_birth_date: r.get(2)?,
+                        filtered: r.get(3)?,
+                    })
                 })
-            })
-            .transpose()?;
-        let block_ends =
-            members.len() > block_start && entry.is_none_or(|e| e.key != members[block_start].key);
-        if block_ends {
-            let block = &members[block_start..];
-            let (key, _) = block_size(block);
-            let to_compare = block.len() > 1
-                && !oversized.contains(&key.hash)
-                && (!key.filtered || block.iter().any(|m| m.lacks_birth_date));
-            if to_compare {
-                batch.push((key, block_start..members.len()));
-                block_start = members.len();
-            } else {
-                members.truncate(block_start);
+                .transpose()?;
+            let block_ends = members.len() > block_start
+                && entry.is_none_or(|e| e.key != members[block_start].key);
+            if block_ends {
+                let block = &members[block_start..];
+                let (key, _) = block_size(block);
+                let to_compare = block.len() > 1
+                    && !oversized.contains(&key.hash)
+                    && (!key.filtered || block.iter().any(|m| m.lacks_birth_date));
+                if to_compare {
+                    blocks.push((key, block_start..members.len()));
+                    block_start = members.len();
+                } else {
+                    members.truncate(block_start);
+                }
+                if members.len() >= score_batch_members || entry.is_none() {
+                    let batch = ScoreBatch::read(
+                        tx,
+                        std::mem::replace(&mut members, Vec::with_capacity(score_batch_members)),
+                        std::mem::take(&mut blocks),
+                    )?;
+                    if to_score.send(batch).is_err() {
+                        break;
+                    }
+                    block_start = 0;
+                }
             }
-            if members.len() >= score_batch_members || entry.is_none() {
-                compared += score_batch(tx, config, oversized, &members, &batch, &mut kept)?;
-                members.clear();
-                batch.clear();
-                block_start = 0;
+            match entry {
+                Some(e) => members.push(e),
+                None => break,
             }
         }
-        match entry {
-            Some(e) => members.push(e),
-            None => break,
-        }
-    }
-    kept.sort_unstable();
-    kept.dedup();
-    Ok((kept, compared))
+        drop(to_score);
+        let (mut kept, compared) = scorer
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        kept.sort_unstable();
+        kept.dedup();
+        Ok((kept, compared))
+    })
 }
 
-fn score_batch(
-    tx: &Connection,
-    config: &MatchConfig,
-    oversized: &HashSet<u64>,
-    members: &[KeyEntry],
-    batch: &[(KeyOf, std::ops::Range<usize>)],
-    kept: &mut Vec<KeptPair>,
-) -> Result<u64> {
-    let mut rids: Vec<u32> = members.iter().map(|m| m.rid).collect();
-    rids.sort_unstable();
-    rids.dedup();
-    let mut read = tx.prepare_cached("SELECT kind, features FROM link_record WHERE rid = ?1")?;
-    let nameless = RecordRef::new("", "");
-    let prepared: Vec<Prepared> = rids
-        .iter()
-        .map(|rid| {
-            read.query_row([rid], |r| {
-                let kind = r.get_ref(0)?.as_str()?.parse::<SourceKind>().ok();
-                let features = r.get_ref(1)?.as_blob()?;
-                Ok(kind.and_then(|k| Prepared::decode(nameless.clone(), k, features)))
-            })?
-            .with_context(|| format!("link_record {rid}: its stored features cannot be read"))
-        })
-        .collect::<Result<_>>()?;
-    let of = |rid: u32| rids.binary_search(&rid).ok().map(|i| &prepared[i]);
-    let results = parallel_map(batch, |(key, range)| {
-        let members: Vec<(u32, &Prepared)> = members[range.clone()]
+/// Blocks ready to score: their members block after block, each block a range of them, and
+/// the members' records (by rid, in rid order).
+struct ScoreBatch {
+    members: Vec<KeyEntry>,
+    blocks: Vec<(KeyOf, std::ops::Range<usize>)>,
+    rids: Vec<u32>,
+    records: Vec<Prepared>,
+}
+
+impl ScoreBatch {
+    /// Reads the members' features from `link_record`.
+    fn read(
+        tx: &Connection,
+        members: Vec<KeyEntry>,
+        blocks: Vec<(KeyOf, std::ops::Range<usize>)>,
+    ) -> Result<ScoreBatch> {
+        let mut rids: Vec<u32> = members.iter().map(|m| m.rid).collect();
+        rids.sort_unstable();
+        rids.dedup();
+        let mut read =
+            tx.prepare_cached("SELECT kind, features FROM link_record WHERE rid = ?1")?;
+        let nameless = RecordRef::new("", "");
+        let records: Vec<Prepared> = rids
             .iter()
-            .filter_map(|m| Some((m.rid, of(m.rid)?)))
-            .collect();
-        let mut found = Vec::new();
-        let compared = score_block(config, oversized, *key, &members, &mut found);
-        (found, compared)
-    });
-    let mut compared = 0;
-    for (found, n) in results {
-        kept.extend(found);
-        compared += n;
+            .map(|rid| {
+                read.query_row([rid], |r| {
+                    let kind = r.get_ref(0)?.as_str()?.parse::<SourceKind>().ok();
+                    let features = r.get_ref(1)?.as_blob()?;
+                    Ok(kind.and_then(|k| Prepared::decode(nameless.clone(), k, features)))
+                })?
+                .with_context(|| format!("link_record {rid}: its stored features cannot be read"))
+            })
+            .collect::<Result<_>>()?;
+        Ok(ScoreBatch {
+            members,
+            blocks,
+            rids,
+            records,
+        })
     }
-    Ok(compared)
+
+    /// Scores the blocks on every core; pushes the kept pairs, returns the number compared.
+    fn score(
+        &self,
+        config: &MatchConfig,
+        oversized: &HashSet<u64>,
+        kept: &mut Vec<KeptPair>,
+    ) -> u64 {
+        let of = |rid: u32| self.rids.binary_search(&rid).ok().map(|i| &self.records[i]);
+        let results = parallel_map(&self.blocks, |(key, range)| {
+            let members: Vec<(u32, &Prepared)> = self.members[range.clone()]
+                .iter()
+                .filter_map(|m| Some((m.rid, of(m.rid)?)))
+                .collect();
+            let mut found = Vec::new();
+            let compared = score_block(config, oversized, *key, &members, &mut found);
+            (found, compared)
+        });
+        let mut compared = 0;
+        for (found, n) in results {
+            kept.extend(found);
+            compared += n;
+        }
+        compared
+    }
 }
 
 /// Writes `link_edge`: each pair in both directions, in (rid, other) order.
