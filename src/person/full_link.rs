@@ -46,7 +46,7 @@ impl Limits {
     pub const DEFAULT: Limits = Limits {
         part_records: 4096,
         entries_per_pass: 1 << 20,
-        score_batch: 32 * 1024,
+        score_batch: 16 * 1024,
     };
 }
 
