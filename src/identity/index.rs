@@ -1,6 +1,8 @@
 //! The linking index: records' features, blocks, the kept comparisons, and the clusters.
-//! [`LinkIndex::build`] links everything; [`LinkIndex::build_part`] links a part of the store
-//! closed under its kept pairs (the neighbourhood `person::link_state` re-links).
+//! [`LinkIndex::build`] links everything in memory (the reference a full link on the store is
+//! tested against); [`LinkIndex::build_part`] links a part of the store closed under its kept
+//! pairs (a part of `person::full_link`, a neighbourhood `person::link_state` re-links);
+//! [`score_block`] scores one block of the store for a full link that holds no index.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap, HashSet};
