@@ -734,7 +734,7 @@ mod tests {
     use super::*;
     use crate::identity::tests::dataset;
     use crate::identity::{InputRecord, resolve};
-    use crate::person::link_state::tests::{delete, linked_tables, put};
+    use crate::person::link_state::tests::{default_and_low_cap, delete, linked_tables, put};
 
     fn pair_text(a: &RecordRef, b: &RecordRef) -> String {
         let (x, y) = if a <= b { (a, b) } else { (b, a) };
@@ -785,6 +785,25 @@ mod tests {
         });
         out.sort();
         out
+    }
+
+    /// Rows of two records (four columns) and a value.
+    fn record_pairs<T: rusqlite::types::FromSql>(
+        conn: &Connection,
+        sql: &str,
+    ) -> Vec<(RecordRef, RecordRef, T)> {
+        conn.prepare(sql)
+            .unwrap()
+            .query_map([], |r| {
+                Ok((
+                    RecordRef::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                    RecordRef::new(r.get::<_, String>(2)?, r.get::<_, String>(3)?),
+                    r.get(4)?,
+                ))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     }
 
     /// The same, as the store holds it.
@@ -839,40 +858,18 @@ mod tests {
                 anchor[&person]
             ));
         }
-        let review: Vec<(RecordRef, RecordRef, f64)> = conn
-            .prepare(
-                "SELECT source_a, external_id_a, source_b, external_id_b, score FROM link_review",
-            )
-            .unwrap()
-            .query_map([], |r| {
-                Ok((
-                    RecordRef::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?),
-                    RecordRef::new(r.get::<_, String>(2)?, r.get::<_, String>(3)?),
-                    r.get(4)?,
-                ))
-            })
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let review: Vec<(RecordRef, RecordRef, f64)> = record_pairs(
+            conn,
+            "SELECT source_a, external_id_a, source_b, external_id_b, score FROM link_review",
+        );
         for (record, other, score) in review {
             out.push(format!("review {record:?} {other:?} {score}"));
         }
-        let pairs: Vec<(RecordRef, RecordRef, bool)> = conn
-            .prepare(
-                "SELECT a.source, a.external_id, b.source, b.external_id, e.strong FROM link_edge e
-                 JOIN link_record a ON a.rid = e.rid JOIN link_record b ON b.rid = e.other",
-            )
-            .unwrap()
-            .query_map([], |r| {
-                Ok((
-                    RecordRef::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?),
-                    RecordRef::new(r.get::<_, String>(2)?, r.get::<_, String>(3)?),
-                    r.get(4)?,
-                ))
-            })
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let pairs: Vec<(RecordRef, RecordRef, bool)> = record_pairs(
+            conn,
+            "SELECT a.source, a.external_id, b.source, b.external_id, e.strong FROM link_edge e
+             JOIN link_record a ON a.rid = e.rid JOIN link_record b ON b.rid = e.other",
+        );
         for (a, b, strong) in pairs.iter().filter(|(a, b, _)| a < b) {
             out.push(format!("pair {} {strong}", pair_text(a, b)));
         }
@@ -909,13 +906,7 @@ mod tests {
     #[test]
     fn a_full_link_in_parts_writes_what_linking_all_at_once_gives() {
         let data = dataset(600, 5);
-        for config in [
-            MatchConfig::default(),
-            MatchConfig {
-                max_block_pairs: 6,
-                ..MatchConfig::default()
-            },
-        ] {
+        for config in default_and_low_cap() {
             let expected = in_memory(&config, &data.records);
             assert!(expected.iter().any(|r| r.starts_with("review")));
             assert!(expected.iter().any(|r| r.starts_with("runner_up")));

@@ -442,6 +442,17 @@ pub(super) mod tests {
     use crate::person::link::Linker;
     use crate::person::survivorship::Policy;
 
+    /// The default settings, and a block cap so low that many blocks are too large to compare.
+    pub(in crate::person) fn default_and_low_cap() -> [MatchConfig; 2] {
+        [
+            MatchConfig::default(),
+            MatchConfig {
+                max_block_pairs: 6,
+                ..MatchConfig::default()
+            },
+        ]
+    }
+
     pub(in crate::person) fn put(conn: &Connection, r: &InputRecord) {
         let values = serde_json::Value::Object(r.values.to_json()).to_string();
         conn.execute(
@@ -529,13 +540,7 @@ pub(super) mod tests {
     #[test]
     fn neighbourhood_relink_writes_what_a_full_link_writes() {
         let data = dataset(600, 5);
-        for config in [
-            MatchConfig::default(),
-            MatchConfig {
-                max_block_pairs: 6,
-                ..MatchConfig::default()
-            },
-        ] {
+        for config in default_and_low_cap() {
             let dir = tempfile::tempdir().unwrap();
             let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
             let mut records = data.records.clone();
