@@ -90,7 +90,6 @@ pub(super) fn link_all(
     let scored_ms = started.elapsed().as_millis() as u64;
 
     let components = Components::of(tx, records, &pairs)?;
-    let review_only = ReviewOnly::of(records, &pairs);
     let kept_pairs = pairs.len();
     drop(pairs);
     let mut affected: BTreeSet<i64> = BTreeSet::new();
@@ -101,7 +100,6 @@ pub(super) fn link_all(
         config,
         &oversized,
         &components,
-        &review_only,
         limits.part_records,
         &mut affected,
         outcome,
@@ -133,13 +131,11 @@ pub(super) fn link_all(
 /// Links the records a part at a time and writes each part's links, review pairs and
 /// runners-up. A part is linked on a thread of its own while the next is read and the last
 /// written. Returns the most records a part held.
-#[allow(clippy::too_many_arguments)]
 fn link_parts(
     tx: &Connection,
     config: &MatchConfig,
     oversized: &HashSet<u64>,
     components: &Components,
-    review_only: &ReviewOnly,
     part_records: usize,
     affected: &mut BTreeSet<i64>,
     outcome: &mut LinkOutcome,
@@ -172,7 +168,7 @@ fn link_parts(
         let mut in_flight = 0;
         for part in components.parts(part_records) {
             largest_part = largest_part.max(part.len());
-            let records = load_part(tx, part, review_only)?;
+            let records = load_records(tx, &components.with_rim(part))?;
             if to_link.send((records, part.len())).is_err() {
                 break;
             }
@@ -188,21 +184,6 @@ fn link_parts(
         }
         Ok(largest_part)
     })
-}
-
-/// A part's records, then its rim: records one review-only pair away, loaded so that review
-/// pairs and runners-up come out whole (their own clusters are another part's).
-fn load_part(tx: &Connection, part: &[u32], review_only: &ReviewOnly) -> Result<Vec<Prepared>> {
-    let in_part: HashSet<u32> = part.iter().copied().collect();
-    let mut rim: Vec<u32> = part
-        .iter()
-        .flat_map(|rid| review_only.others_of(*rid))
-        .copied()
-        .filter(|rid| !in_part.contains(rid))
-        .collect();
-    rim.sort_unstable();
-    rim.dedup();
-    load_records(tx, &[part, &rim].concat())
 }
 
 /// Links a part (its first `in_part` records, then its rim): the clusters of the part's
@@ -544,6 +525,7 @@ struct Components {
     rids: Vec<u32>,
     /// Where each component starts in `rids`, then `rids.len()`.
     starts: Vec<usize>,
+    review_only: ReviewOnly,
 }
 
 impl Components {
@@ -591,7 +573,26 @@ impl Components {
             rids.push(*k as u32);
         }
         starts.push(rids.len());
-        Ok(Components { rids, starts })
+        Ok(Components {
+            rids,
+            starts,
+            review_only: ReviewOnly::of(records, pairs),
+        })
+    }
+
+    /// A part's records, then its rim: records one review-only pair away, loaded so that
+    /// review pairs and runners-up come out whole (their own clusters are another part's).
+    fn with_rim(&self, part: &[u32]) -> Vec<u32> {
+        let in_part: HashSet<u32> = part.iter().copied().collect();
+        let mut rim: Vec<u32> = part
+            .iter()
+            .flat_map(|rid| self.review_only.others_of(*rid))
+            .copied()
+            .filter(|rid| !in_part.contains(rid))
+            .collect();
+        rim.sort_unstable();
+        rim.dedup();
+        [part, &rim].concat()
     }
 
     /// Whole components, gathered until a part holds at least `records` records.
