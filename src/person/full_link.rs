@@ -214,8 +214,10 @@ fn link_part(
 }
 
 /// Prepares every live (not deleted upstream) canonical record a chunk at a time on every
-/// core and stores it (`link_record`), rids in record order. Returns the number stored.
+/// core (while the next chunk is read and the last stored) and stores it (`link_record`),
+/// rids in record order. Returns the number stored.
 fn store_records(tx: &Connection) -> Result<u32> {
+    type Row = (String, String, String, String);
     let deleted = deleted_upstream(tx)?;
     let mut stmt = tx.prepare(
         "SELECT source, external_id, kind, values_json FROM canonical_record
@@ -225,43 +227,72 @@ fn store_records(tx: &Connection) -> Result<u32> {
         "INSERT INTO link_record (rid, source, external_id, lacks_birth_date, keys, kind, features)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
-    let mut rows = stmt.query([])?;
-    let mut chunk: Vec<(String, String, String, String)> = Vec::with_capacity(PREPARE_CHUNK);
     let mut rid = 0u32;
-    loop {
-        let row = rows.next()?;
-        let done = row.is_none();
-        if let Some(r) = row {
-            let (source, external_id): (String, String) = (r.get(0)?, r.get(1)?);
-            if !deleted
-                .get(&source)
-                .is_some_and(|ids| ids.contains(&external_id))
-            {
-                chunk.push((source, external_id, r.get(2)?, r.get(3)?));
+    let mut store = |prepared: Vec<Prepared>| -> Result<()> {
+        for p in prepared {
+            rid += 1;
+            insert.execute(params![
+                rid,
+                p.record().source,
+                p.record().external_id,
+                p.lacks_birth_date(),
+                encode_keys(p.keys()),
+                p.kind().as_str(),
+                p.encode()
+            ])?;
+        }
+        Ok(())
+    };
+    std::thread::scope(|scope| -> Result<()> {
+        let (to_prepare, read) = std::sync::mpsc::sync_channel::<Vec<Row>>(1);
+        let (to_store, prepared) = std::sync::mpsc::sync_channel::<Vec<Prepared>>(1);
+        scope.spawn(move || {
+            for chunk in read {
+                let ready = prepare_all(&chunk, |(source, external_id, kind, values)| {
+                    input_record(source, external_id, kind, values)
+                });
+                if to_store.send(ready).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut rows = stmt.query([])?;
+        let mut chunk: Vec<Row> = Vec::with_capacity(PREPARE_CHUNK);
+        let mut in_flight = 0;
+        loop {
+            let row = rows.next()?;
+            let done = row.is_none();
+            if let Some(r) = row {
+                let (source, external_id): (String, String) = (r.get(0)?, r.get(1)?);
+                if !deleted
+                    .get(&source)
+                    .is_some_and(|ids| ids.contains(&external_id))
+                {
+                    chunk.push((source, external_id, r.get(2)?, r.get(3)?));
+                }
+            }
+            if chunk.len() == PREPARE_CHUNK || (done && !chunk.is_empty()) {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(PREPARE_CHUNK));
+                if to_prepare.send(full).is_err() {
+                    break;
+                }
+                in_flight += 1;
+                if in_flight == 2 {
+                    store(prepared.recv()?)?;
+                    in_flight -= 1;
+                }
+            }
+            if done {
+                break;
             }
         }
-        if chunk.len() == PREPARE_CHUNK || done {
-            let prepared = prepare_all(&chunk, |(source, external_id, kind, values)| {
-                input_record(source, external_id, kind, values)
-            });
-            for p in prepared {
-                rid += 1;
-                insert.execute(params![
-                    rid,
-                    p.record().source,
-                    p.record().external_id,
-                    p.lacks_birth_date(),
-                    encode_keys(p.keys()),
-                    p.kind().as_str(),
-                    p.encode()
-                ])?;
-            }
-            chunk.clear();
+        drop(to_prepare);
+        for ready in prepared {
+            store(ready)?;
         }
-        if done {
-            return Ok(rid);
-        }
-    }
+        Ok(())
+    })?;
+    Ok(rid)
 }
 
 /// Writes `link_key` in key order, a range of keys at a time (each range read back from
