@@ -207,13 +207,7 @@ impl LinkIndex {
     pub fn build(config: MatchConfig, records: Vec<InputRecord>) -> LinkIndex {
         let prepared = parallel_map(&records, Prepared::new);
         drop(records);
-        LinkIndex::build_prepared(config, prepared)
-    }
-
-    /// Links every prepared record (see [`prepare_all`]): the values are not needed, so a
-    /// caller can read and prepare the records a chunk at a time.
-    pub fn build_prepared(config: MatchConfig, records: Vec<Prepared>) -> LinkIndex {
-        Self::build_inner(config, records, None)
+        Self::build_inner(config, prepared, None)
     }
 
     /// Links a part of the store closed under its kept pairs (see `person::link_state`):
@@ -837,19 +831,6 @@ impl LinkIndex {
         self.slot_ids().zip(self.prepared.iter().map(|p| &p.record))
     }
 
-    /// A record's blocking keys (none for a slot out of range).
-    pub fn keys_of(&self, id: u32) -> impl Iterator<Item = KeyOf> + '_ {
-        self.slot(id)
-            .into_iter()
-            .flat_map(|s| s.keys.iter().map(KeyOf::of))
-    }
-
-    /// Whether a record lacks a birth date (and so is compared in the blocks that need it).
-    pub fn lacks_birth_date(&self, id: u32) -> bool {
-        self.slot(id)
-            .is_some_and(|s| s.features.birth_date.is_none())
-    }
-
     /// Every kept pair, once, as slot numbers: `strong` when clustering reads it (it joins
     /// the two records' link-graph components).
     pub fn kept_pairs(&self, mut visit: impl FnMut(u32, u32, bool)) {
@@ -858,21 +839,6 @@ impl LinkIndex {
                 visit(a, e.other, clustering_reads(&self.config, e));
             }
         }
-    }
-
-    /// Counts only (cheap): records, clusters, blocks, comparisons of the last run.
-    pub fn link_stats(&self) -> LinkStats {
-        let clusters = self
-            .linking
-            .iter()
-            .map(|l| l.cluster)
-            .collect::<HashSet<_>>()
-            .len();
-        self.stats(clusters)
-    }
-
-    pub fn config(&self) -> &MatchConfig {
-        &self.config
     }
 }
 
@@ -1168,37 +1134,49 @@ impl Positions {
     }
 }
 
-struct UnionFind {
-    parent: Vec<usize>,
-    size: Vec<usize>,
+/// Union-find by size with path halving, over up to `u32::MAX` elements (4 bytes each, so a
+/// full link can hold one over every record).
+pub(crate) struct UnionFind {
+    parent: Vec<u32>,
+    size: Vec<u32>,
 }
 
 impl UnionFind {
-    fn new(n: usize) -> Self {
+    pub(crate) fn new(n: usize) -> Self {
         UnionFind {
-            parent: (0..n).collect(),
+            parent: (0..n as u32).collect(),
             size: vec![1; n],
         }
     }
 
-    fn find(&mut self, mut x: usize) -> usize {
-        while self.parent[x] != x {
-            self.parent[x] = self.parent[self.parent[x]];
-            x = self.parent[x];
+    pub(crate) fn find(&mut self, x: usize) -> usize {
+        let mut x = x as u32;
+        while self.parent[x as usize] != x {
+            let grandparent = self.parent[self.parent[x as usize] as usize];
+            self.parent[x as usize] = grandparent;
+            x = grandparent;
         }
-        x
+        x as usize
     }
 
     /// Joins two roots; returns the new root.
-    fn union(&mut self, a: usize, b: usize) -> usize {
+    pub(crate) fn union(&mut self, a: usize, b: usize) -> usize {
         let (big, small) = if self.size[a] >= self.size[b] {
             (a, b)
         } else {
             (b, a)
         };
-        self.parent[small] = big;
+        self.parent[small] = big as u32;
         self.size[big] += self.size[small];
         big
+    }
+
+    /// Joins the sets of any two elements.
+    pub(crate) fn join(&mut self, a: usize, b: usize) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            self.union(ra, rb);
+        }
     }
 }
 

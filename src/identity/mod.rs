@@ -69,10 +69,10 @@ use crate::source::kind::SourceKind;
 pub use compare::{FamilyLevel, FieldScore, GivenLevel, PairComparison, Weights};
 pub use eval::{Evaluation, evaluate};
 pub use ids::{PersonId, assign_person_ids};
-pub(crate) use index::parallel_map;
 pub use index::{
     BlockSize, KeptPair, KeyOf, LinkIndex, LinkStats, Prepared, prepare_all, resolve, score_block,
 };
+pub(crate) use index::{UnionFind, parallel_map};
 
 /// One source record: the configured source name and its key (`source_record.external_id`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -16,12 +16,12 @@ use anyhow::{Context, Result};
 use rusqlite::{Connection, params};
 
 use super::link::{LinkOutcome, Scope, input_record, materialize_persons, next_person_id, persist};
-use super::link_state::{INSERT_CHUNK, config_hash, encode_keys, insert_rows};
+use super::link_state::{INSERT_CHUNK, config_hash, decode_keys, encode_keys, insert_rows};
 use super::scan::deleted_upstream;
 use super::survivorship::Policy;
 use crate::identity::{
     BlockSize, Candidate, Cluster, KeptPair, KeyOf, LinkIndex, MatchConfig, Prepared, RecordRef,
-    parallel_map, prepare_all, score_block,
+    UnionFind, parallel_map, prepare_all, score_block,
 };
 use crate::source::kind::SourceKind;
 use crate::store::now_rfc3339;
@@ -168,7 +168,7 @@ fn link_parts(
         let mut in_flight = 0;
         for part in components.parts(part_records) {
             largest_part = largest_part.max(part.len());
-            let records = load_records(tx, &components.with_rim(part))?;
+            let records = load_records(tx, &components.with_rim(part), Names::Read)?;
             if to_link.send((records, part.len())).is_err() {
                 break;
             }
@@ -324,7 +324,7 @@ fn write_blocks(
         let mut stored = read.query([])?;
         while let Some(r) = stored.next()? {
             let (rid, lacks_birth_date): (u32, bool) = (r.get(0)?, r.get(1)?);
-            let keys = super::link_state::decode_keys(r.get_ref(2)?.as_blob()?)
+            let keys = decode_keys(r.get_ref(2)?.as_blob()?)
                 .with_context(|| format!("link_record {rid}"))?;
             entries.extend(
                 keys.into_iter()
@@ -361,12 +361,17 @@ fn write_blocks(
     Ok(oversized)
 }
 
-/// A block's key and size, from its members.
-fn block_size(members: &[KeyEntry]) -> (KeyOf, BlockSize) {
-    let key = KeyOf {
+/// A block's key, from its members.
+fn block_key(members: &[KeyEntry]) -> KeyOf {
+    KeyOf {
         hash: members[0].key as u64,
         filtered: members[0].filtered,
-    };
+    }
+}
+
+/// A block's key and size, from its members.
+fn block_size(members: &[KeyEntry]) -> (KeyOf, BlockSize) {
+    let key = block_key(members);
     let size = BlockSize {
         members: members.len() as u64,
         lacking_birth_date: members.iter().filter(|m| m.lacks_birth_date).count() as u64,
@@ -417,7 +422,7 @@ fn score_blocks(
                 && entry.is_none_or(|e| e.key != members[block_start].key);
             if block_ends {
                 let block = &members[block_start..];
-                let (key, _) = block_size(block);
+                let key = block_key(block);
                 let to_compare = block.len() > 1
                     && !oversized.contains(&key.hash)
                     && (!key.filtered || block.iter().any(|m| m.lacks_birth_date));
@@ -473,20 +478,7 @@ impl ScoreBatch {
         let mut rids: Vec<u32> = members.iter().map(|m| m.rid).collect();
         rids.sort_unstable();
         rids.dedup();
-        let mut read =
-            tx.prepare_cached("SELECT kind, features FROM link_record WHERE rid = ?1")?;
-        let nameless = RecordRef::new("", "");
-        let records: Vec<Prepared> = rids
-            .iter()
-            .map(|rid| {
-                read.query_row([rid], |r| {
-                    let kind = r.get_ref(0)?.as_str()?.parse::<SourceKind>().ok();
-                    let features = r.get_ref(1)?.as_blob()?;
-                    Ok(kind.and_then(|k| Prepared::decode(nameless.clone(), k, features)))
-                })?
-                .with_context(|| format!("link_record {rid}: its stored features cannot be read"))
-            })
-            .collect::<Result<_>>()?;
+        let records = load_records(tx, &rids, Names::Skip)?;
         Ok(ScoreBatch {
             members,
             blocks,
@@ -563,7 +555,7 @@ impl Components {
     fn of(tx: &Connection, records: u32, pairs: &[KeptPair]) -> Result<Components> {
         let mut uf = UnionFind::new(records as usize + 1);
         for p in pairs.iter().filter(|p| p.strong) {
-            uf.union(p.a, p.b);
+            uf.join(p.a as usize, p.b as usize);
         }
         let mut stmt = tx.prepare(
             "SELECT r.rid, l.person_id FROM person_link l
@@ -577,7 +569,7 @@ impl Components {
             if let Some((p, other)) = last
                 && p == person
             {
-                uf.union(other, rid);
+                uf.join(other as usize, rid as usize);
             }
             last = Some((person, rid));
         }
@@ -586,7 +578,7 @@ impl Components {
         let mut smallest = vec![0u32; records as usize + 1];
         let mut keyed: Vec<u64> = Vec::with_capacity(records as usize);
         for rid in 1..=records {
-            let root = uf.find(rid) as usize;
+            let root = uf.find(rid as usize);
             if smallest[root] == 0 {
                 smallest[root] = rid;
             }
@@ -703,60 +695,34 @@ fn remove_links_of_unlinked(
     Ok(())
 }
 
+/// Whether records are loaded with their names (source, external id): scoring needs only
+/// their features.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Names {
+    Read,
+    Skip,
+}
+
 /// The stored records `rids`, prepared from their stored features.
-fn load_records(tx: &Connection, rids: &[u32]) -> Result<Vec<Prepared>> {
-    let mut read = tx.prepare_cached(
-        "SELECT source, external_id, kind, features FROM link_record WHERE rid = ?1",
-    )?;
+fn load_records(tx: &Connection, rids: &[u32], names: Names) -> Result<Vec<Prepared>> {
+    let mut read = tx.prepare_cached(match names {
+        Names::Read => "SELECT kind, features, source, external_id FROM link_record WHERE rid = ?1",
+        Names::Skip => "SELECT kind, features FROM link_record WHERE rid = ?1",
+    })?;
     rids.iter()
         .map(|rid| {
             read.query_row([rid], |r| {
-                let record = RecordRef::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?);
-                let kind = r.get_ref(2)?.as_str()?.parse::<SourceKind>().ok();
-                let features = r.get_ref(3)?.as_blob()?;
+                let record = match names {
+                    Names::Read => RecordRef::new(r.get::<_, String>(2)?, r.get::<_, String>(3)?),
+                    Names::Skip => RecordRef::new("", ""),
+                };
+                let kind = r.get_ref(0)?.as_str()?.parse::<SourceKind>().ok();
+                let features = r.get_ref(1)?.as_blob()?;
                 Ok(kind.and_then(|k| Prepared::decode(record, k, features)))
             })?
             .with_context(|| format!("link_record {rid}: its stored features cannot be read"))
         })
         .collect()
-}
-
-/// Union-find over rids, by size, with path halving.
-struct UnionFind {
-    parent: Vec<u32>,
-    size: Vec<u32>,
-}
-
-impl UnionFind {
-    fn new(n: usize) -> UnionFind {
-        UnionFind {
-            parent: (0..n as u32).collect(),
-            size: vec![1; n],
-        }
-    }
-
-    fn find(&mut self, mut x: u32) -> u32 {
-        while self.parent[x as usize] != x {
-            let grandparent = self.parent[self.parent[x as usize] as usize];
-            self.parent[x as usize] = grandparent;
-            x = grandparent;
-        }
-        x
-    }
-
-    fn union(&mut self, a: u32, b: u32) {
-        let (ra, rb) = (self.find(a), self.find(b));
-        if ra == rb {
-            return;
-        }
-        let (big, small) = if self.size[ra as usize] >= self.size[rb as usize] {
-            (ra, rb)
-        } else {
-            (rb, ra)
-        };
-        self.parent[small as usize] = big;
-        self.size[big as usize] += self.size[small as usize];
-    }
 }
 
 #[cfg(test)]
@@ -1043,5 +1009,42 @@ mod tests {
         assert!(results[2].0.iter().any(|r| r.contains(" new ")));
         assert_eq!(results[0], results[2]);
         assert_eq!(results[1], results[2]);
+    }
+
+    /// A stored record whose features cannot be read is an error naming it, not a record
+    /// linked on empty features; a readable one loads with or without its names.
+    #[test]
+    fn unreadable_stored_features_are_an_error_naming_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        let record = &dataset(20, 1).records[0];
+        let prepared = Prepared::new(record);
+        let insert = |rid: i64, features: Vec<u8>| {
+            conn.execute(
+                "INSERT INTO link_record (rid, source, external_id, lacks_birth_date, keys, kind, features)
+                 VALUES (?1, ?2, ?3, 0, x'', ?4, ?5)",
+                params![rid, format!("s{rid}"), record.record.external_id, record.kind.as_str(), features],
+            )
+            .unwrap();
+        };
+        insert(7, prepared.encode());
+        let mut damaged = prepared.encode();
+        damaged[0] = 0;
+        insert(8, damaged);
+        let named = load_records(&conn, &[7], Names::Read).unwrap();
+        assert_eq!(
+            named[0].record(),
+            &RecordRef::new("s7", &record.record.external_id)
+        );
+        assert_eq!(
+            named[0].keys().collect::<Vec<_>>(),
+            prepared.keys().collect::<Vec<_>>()
+        );
+        let nameless = load_records(&conn, &[7], Names::Skip).unwrap();
+        assert_eq!(nameless[0].record(), &RecordRef::new("", ""));
+        let Err(err) = load_records(&conn, &[7, 8], Names::Skip) else {
+            panic!("damaged features were read");
+        };
+        assert!(format!("{err:#}").contains("link_record 8"), "{err:#}");
     }
 }
