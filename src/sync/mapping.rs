@@ -102,7 +102,7 @@ impl Mappings {
 /// Maps one raw record. Never panics; a record that cannot be read at all is a failure with
 /// its reason (field names and codes, never values).
 pub fn map_payload(mapping: &CompiledMapping, payload: &str) -> Canonical {
-    let json: serde_json::Value = match mapping.parse_record(payload) {
+    let record = match mapping.parse_record(payload) {
         Ok(v) => v,
         Err(_) => {
             return Canonical::Failed {
@@ -111,7 +111,7 @@ pub fn map_payload(mapping: &CompiledMapping, payload: &str) -> Canonical {
             };
         }
     };
-    match mapping.apply_values(&json) {
+    match mapping.apply_parsed(&record) {
         Ok(mapped) => {
             let values_json = values_json(&mapped.values);
             let problems: Vec<serde_json::Value> = mapped
@@ -198,18 +198,51 @@ mod tests {
                 let text = record.to_string();
                 let whole = mapping.apply_values(&record);
                 let parsed = mapping.parse_record(&text).unwrap();
-                assert_eq!(mapping.apply_values(&parsed), whole, "{kind}");
+                assert_eq!(mapping.apply_parsed(&parsed), whole, "{kind}");
             }
         }
         let cv = &m.for_kind(SourceKind::CarevalidateUsers).unwrap().mapping;
-        // Escaped keys, duplicate keys (the last wins, as serde_json does) and non-objects.
-        let text =
-            r#"{"em\u0061il": "a@example.org", "email": "b@example.org", "x": [1, {"y": 2}]}"#;
-        assert_eq!(
-            cv.apply_values(&cv.parse_record(text).unwrap()),
-            cv.apply_values(&serde_json::from_str(text).unwrap())
-        );
-        assert!(cv.parse_record("[1, 2]").unwrap().is_array());
+        // Escaped keys, duplicate keys (the last wins, as serde_json does), a nested path under
+        // a member that is not an object, or null, and non-objects.
+        let hq = SourceKind::CarehqServiceUsers;
+        let cases = [
+            (
+                SourceKind::CarevalidateUsers,
+                r#"{"em\u0061il": "a@example.org", "email": "b@example.org", "x": [1, {"y": 2}]}"#,
+            ),
+            (
+                SourceKind::CarevalidateUsers,
+                r#"{"email": "a@example.org", "firstName": "Ann", "email": "c@example.org", "dob": 5}"#,
+            ),
+            (SourceKind::CarevalidateUsers, "{}"),
+            (
+                hq,
+                r#"{"first_name": "Ann", "street_address": "1 High St"}"#,
+            ),
+            (hq, r#"{"first_name": "Ann", "street_address": null}"#),
+            (
+                hq,
+                r#"{"first_name": "Ann", "street_address": {"postcode": "SW1A 1AA", "zz": {}}}"#,
+            ),
+            (
+                hq,
+                r#"{"first_name": "Ann", "street_address": {"postcode": 7}, "street_address": {"town": "Leeds"}}"#,
+            ),
+        ];
+        for (kind, text) in cases {
+            let mapping = &m.for_kind(kind).unwrap().mapping;
+            assert_eq!(
+                mapping.apply_parsed(&mapping.parse_record(text).unwrap()),
+                mapping.apply_values(&serde_json::from_str(text).unwrap()),
+                "{text}"
+            );
+        }
+        for text in ["[1, 2]", "null", " 7"] {
+            assert_eq!(
+                cv.apply_parsed(&cv.parse_record(text).unwrap()),
+                Err(crate::transform::RecordError::NotAnObject)
+            );
+        }
         assert!(cv.parse_record(r#"{"email": "a@example.org"} x"#).is_err());
         assert!(cv.parse_record(r#"{"email": "a@exa"#).is_err());
     }

@@ -78,9 +78,12 @@ enum Lookup<'a> {
     NotAnObject,
 }
 
-fn lookup<'a>(record: &'a Json, path: &SourcePath) -> Lookup<'a> {
-    let mut current = record;
-    for segment in path.segments() {
+/// Follows `path` below its top-level member `root` (absent when `None`).
+fn lookup<'a>(root: Option<&'a Json>, path: &SourcePath) -> Lookup<'a> {
+    let Some(mut current) = root else {
+        return Lookup::Absent;
+    };
+    for segment in path.segments().skip(1) {
         current = match current {
             Json::Object(map) => match map.get(segment) {
                 Some(v) => v,
@@ -91,6 +94,41 @@ fn lookup<'a>(record: &'a Json, path: &SourcePath) -> Lookup<'a> {
         };
     }
     Lookup::Found(current)
+}
+
+/// A record as the read rules see it: an object whose top-level members they look up.
+trait Members {
+    fn is_object(&self) -> bool;
+    /// The top-level member of the rule's `i`-th path.
+    fn root_of(&self, rule: &ReadRule, i: usize) -> Option<&Json>;
+}
+
+impl Members for Json {
+    fn is_object(&self) -> bool {
+        Json::is_object(self)
+    }
+
+    fn root_of(&self, rule: &ReadRule, i: usize) -> Option<&Json> {
+        self.as_object()?.get(rule.paths.get(i)?.root())
+    }
+}
+
+/// A record parsed for mapping ([`CompiledMapping::parse_record`]): only the top-level
+/// members the rules read, each in its place in the mapping's list of them.
+#[derive(Debug)]
+pub struct ParsedRecord(
+    /// `None` when the JSON is not an object.
+    Option<Vec<Option<Json>>>,
+);
+
+impl Members for ParsedRecord {
+    fn is_object(&self) -> bool {
+        self.0.is_some()
+    }
+
+    fn root_of(&self, rule: &ReadRule, i: usize) -> Option<&Json> {
+        self.0.as_ref()?.get(*rule.roots.get(i)?)?.as_ref()
+    }
 }
 
 fn holds_something(v: &Json) -> bool {
@@ -111,28 +149,38 @@ impl CompiledMapping {
         Ok(out)
     }
 
-    /// Parses a record's JSON text for [`Self::apply_values`], building only the top-level
-    /// members the rules read (the others are skipped, not built): the same mapping as from
-    /// the whole record, for much less work. Text that is not JSON is an error; JSON that is
-    /// not an object comes back as it is, for `apply_values` to refuse.
-    pub fn parse_record(&self, text: &str) -> serde_json::Result<Json> {
+    /// Parses a record's JSON text for [`Self::apply_parsed`], building only the top-level
+    /// members the rules read (the others are skipped, not built) in a slot each: the same
+    /// mapping as from the whole record, for much less work. Text that is not JSON is an
+    /// error; JSON that is not an object parses, for `apply_parsed` to refuse.
+    pub fn parse_record(&self, text: &str) -> serde_json::Result<ParsedRecord> {
         if !text.trim_start().starts_with('{') {
-            return serde_json::from_str(text);
+            let _: serde::de::IgnoredAny = serde_json::from_str(text)?;
+            return Ok(ParsedRecord(None));
         }
         let mut de = serde_json::Deserializer::from_str(text);
-        let record = serde::Deserializer::deserialize_map(&mut de, Members(&self.roots))?;
+        let members = serde::Deserializer::deserialize_map(&mut de, RootSlots(self))?;
         de.end()?;
-        Ok(record)
+        Ok(ParsedRecord(Some(members)))
     }
 
     /// [`Self::apply`] without looking for undocumented fields or recording each value's
     /// origin (`unexpected_fields` and `origins` stay empty): the pipeline's per-record path,
     /// which stores values and problems only.
+    pub fn apply_parsed(&self, record: &ParsedRecord) -> Result<MappedRecord, RecordError> {
+        self.apply_rules(record, false)
+    }
+
+    /// [`Self::apply_parsed`] from a whole record.
     pub fn apply_values(&self, record: &Json) -> Result<MappedRecord, RecordError> {
         self.apply_rules(record, false)
     }
 
-    fn apply_rules(&self, record: &Json, origins: bool) -> Result<MappedRecord, RecordError> {
+    fn apply_rules(
+        &self,
+        record: &impl Members,
+        origins: bool,
+    ) -> Result<MappedRecord, RecordError> {
         if !record.is_object() {
             return Err(RecordError::NotAnObject);
         }
@@ -149,15 +197,15 @@ impl CompiledMapping {
     fn apply_rule(
         &self,
         rule: &ReadRule,
-        record: &Json,
+        record: &impl Members,
         out: &mut MappedRecord,
         origins: bool,
     ) -> Result<(), RecordError> {
         let first_path = || rule.paths.first().map_or("", SourcePath::as_str).to_owned();
         let mut blocked = None;
         let mut found = None;
-        for path in &rule.paths {
-            match lookup(record, path) {
+        for (i, path) in rule.paths.iter().enumerate() {
+            match lookup(record.root_of(rule, i), path) {
                 Lookup::Found(v) if holds_something(v) => {
                     found = Some((path, v));
                     break;
@@ -286,31 +334,32 @@ impl CompiledMapping {
     }
 }
 
-/// Builds an object of only the members named in the set (see `parse_record`).
-struct Members<'m>(&'m [String]);
+/// Reads an object's members into the slots of the mapping's roots, skipping the others
+/// (see `parse_record`). A repeated member keeps its last value, as a JSON map would.
+struct RootSlots<'m>(&'m CompiledMapping);
 
-impl<'de> serde::de::Visitor<'de> for Members<'_> {
-    type Value = Json;
+impl<'de> serde::de::Visitor<'de> for RootSlots<'_> {
+    type Value = Vec<Option<Json>>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
-        let mut out = serde_json::Map::new();
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<Vec<Option<Json>>, A::Error> {
+        let roots = &self.0.roots;
+        let mut slots: Vec<Option<Json>> = vec![None; roots.len()];
         while let Some(MemberKey(key)) = map.next_key()? {
-            if self
-                .0
-                .binary_search_by(|root| root.as_str().cmp(key.as_ref()))
-                .is_ok()
-            {
-                let value: Json = map.next_value()?;
-                out.insert(key.into_owned(), value);
-            } else {
-                map.next_value::<serde::de::IgnoredAny>()?;
+            match self.0.root_index.find(roots, &key) {
+                Some(i) => slots[i] = Some(map.next_value()?),
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
             }
         }
-        Ok(Json::Object(out))
+        Ok(slots)
     }
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
+use xxhash_rust::xxh3::xxh3_64;
 
 use super::catalogue::SourceSchema;
 use super::convert::{Converter, EnumMap};
@@ -45,6 +46,11 @@ impl SourcePath {
     pub fn segments(&self) -> impl Iterator<Item = &str> {
         self.0.split('.')
     }
+
+    /// The top-level member the path starts in.
+    pub fn root(&self) -> &str {
+        self.0.split('.').next().unwrap_or(&self.0)
+    }
 }
 
 /// One `[[field]]` of a mapping file, compiled.
@@ -52,6 +58,8 @@ impl SourcePath {
 pub(super) struct ReadRule {
     /// Alternatives in order: the first that holds a value is used.
     pub paths: Vec<SourcePath>,
+    /// Each path's top-level member, as its place in [`CompiledMapping::roots`].
+    pub roots: Vec<usize>,
     pub target: Target,
     pub converter: Converter,
     pub required: bool,
@@ -93,6 +101,39 @@ pub struct CompiledMapping {
     /// The top-level members the read rules look into (first segment of every path), sorted
     /// and without duplicates.
     pub(super) roots: Vec<String>,
+    /// Finds a member name's place in `roots` by its hash.
+    pub(super) root_index: RootIndex,
+}
+
+/// The places of names in a small sorted list, found by a hash of the name: one hash and one
+/// comparison per look-up instead of a binary search comparing strings.
+#[derive(Debug, Clone, Default)]
+pub(super) struct RootIndex {
+    /// (hash of the name, place), sorted by hash.
+    by_hash: Vec<(u64, usize)>,
+}
+
+impl RootIndex {
+    fn of(names: &[String]) -> RootIndex {
+        let mut by_hash: Vec<(u64, usize)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (xxh3_64(n.as_bytes()), i))
+            .collect();
+        by_hash.sort_unstable();
+        RootIndex { by_hash }
+    }
+
+    /// The place of `name` in `names` (the list this index was built from).
+    pub fn find(&self, names: &[String], name: &str) -> Option<usize> {
+        let hash = xxh3_64(name.as_bytes());
+        let first = self.by_hash.partition_point(|(h, _)| *h < hash);
+        self.by_hash[first..]
+            .iter()
+            .take_while(|(h, _)| *h == hash)
+            .map(|(_, i)| *i)
+            .find(|i| names[*i] == name)
+    }
 }
 
 impl CompiledMapping {
@@ -400,6 +441,19 @@ impl Ctx<'_> {
             .collect();
         roots.sort();
         roots.dedup();
+        let rules: Vec<ReadRule> = rules
+            .into_iter()
+            .map(|rule| ReadRule {
+                roots: rule
+                    .paths
+                    .iter()
+                    .map(|p| roots.binary_search_by(|r| r.as_str().cmp(p.root())))
+                    .collect::<Result<_, _>>()
+                    .expect("every path's root is in roots"),
+                ..rule
+            })
+            .collect();
+        let root_index = RootIndex::of(&roots);
         let mapping = CompiledMapping {
             source,
             file: self.file.to_owned(),
@@ -408,6 +462,7 @@ impl Ctx<'_> {
             keep_raw,
             examples: Vec::new(),
             roots,
+            root_index,
         };
         let examples = raw
             .examples
@@ -542,6 +597,7 @@ impl Ctx<'_> {
             .collect();
         let rule = ReadRule {
             paths,
+            roots: Vec::new(),
             target,
             converter,
             required,

@@ -38,7 +38,7 @@ mod error;
 mod examples;
 mod mapping;
 
-pub use apply::{MappedRecord, WriteEntry, WritePayload};
+pub use apply::{MappedRecord, ParsedRecord, WriteEntry, WritePayload};
 pub use catalogue::SourceSchema;
 pub use convert::{Converter, EnumMap, EnumMapError};
 pub use error::{Diagnostic, FieldProblem, MappingError, ProblemReason, RecordError};
