@@ -60,11 +60,27 @@ fn assert_alive(child: &mut Child, log: &Path) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+/// Where the daemon serves /healthz and /metrics: it listens on port 0 (a port picked by the
+/// system, so no other test can take it first) and logs the address it bound.
+async fn served_addr(child: &mut Child, log: &Path) -> String {
+    let started = Instant::now();
+    loop {
+        assert_alive(child, log);
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(addr) = text
+            .lines()
+            .find(|l| l.contains("serving /healthz"))
+            .and_then(|l| l.split("listen=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+        {
+            return addr.to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the daemon did not log where it listens:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 /// The sync_run rows of one source: (run_id, status, started_at, finished_at, message).
@@ -85,19 +101,17 @@ fn runs_of(h: &Harness, source: &str) -> Vec<RunRow> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_picks_up_a_change_within_3_seconds() {
-    let port = free_port();
     let h = Harness::start_with(
         options(200),
         Some("1000/1s"),
         &format!("page_size = 50\n{EVERY_SECOND}"),
-        |text| {
-            format!("{text}\n[daemon]\nlisten = \"127.0.0.1:{port}\"\nhealth_window = \"60s\"\n")
-        },
+        |text| format!("{text}\n[daemon]\nlisten = \"127.0.0.1:0\"\nhealth_window = \"60s\"\n"),
     )
     .await;
     assert_all_succeeded(&h.run(Mode::Backfill).await);
     let log = h._dir.path().join("daemon.log");
     let mut child = spawn_daemon(&h.config.file, &log, &[]);
+    let addr = served_addr(&mut child, &log).await;
     let name = simulator_source_name(SourceKind::CarehqServiceUsers);
     // Wait for the daemon's first sync of the source, so the edit is picked up by a tick.
     let started = Instant::now();
@@ -145,14 +159,14 @@ async fn the_daemon_picks_up_a_change_within_3_seconds() {
     }
 
     // Health and metrics while it runs.
-    let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+    let health = reqwest::get(format!("http://{addr}/healthz"))
         .await
         .expect("healthz answers");
     assert_eq!(health.status().as_u16(), 200);
     let body: serde_json::Value = health.json().await.unwrap();
     assert_eq!(body["status"], "ok", "{body}");
     assert_eq!(body["sources"].as_array().unwrap().len(), 5, "{body}");
-    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
         .await
         .expect("metrics answer")
         .text()
@@ -247,16 +261,16 @@ async fn a_slow_source_never_runs_twice_at_once() {
         slow_ms: 400,
         ..FaultConfig::default()
     };
-    let port = free_port();
     let h = Harness::start_with(
         opts,
         Some("1000/1s"),
         &format!("page_size = 10\n{EVERY_SECOND}"),
-        |text| format!("{text}\n[daemon]\nlisten = \"127.0.0.1:{port}\"\n"),
+        |text| format!("{text}\n[daemon]\nlisten = \"127.0.0.1:0\"\n"),
     )
     .await;
     let log = h._dir.path().join("daemon.log");
     let mut child = spawn_daemon(&h.config.file, &log, &[]);
+    let addr = served_addr(&mut child, &log).await;
     let started = Instant::now();
     let names: Vec<&str> = SourceKind::ALL
         .iter()
@@ -274,7 +288,7 @@ async fn a_slow_source_never_runs_twice_at_once() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
         .await
         .expect("metrics answer")
         .text()
@@ -320,7 +334,6 @@ async fn a_slow_source_never_runs_twice_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_source_fails_healthz_and_does_not_stop_the_others() {
-    let port = free_port();
     let h = Harness::start_with(
         options(100),
         Some("1000/1s"),
@@ -333,16 +346,17 @@ async fn a_failing_source_fails_healthz_and_does_not_stop_the_others() {
                 1,
             );
             format!(
-                "{text}\n[http]\nmax_retries = 1\nmin_backoff_ms = 10\nmax_backoff_ms = 20\nconnect_timeout_secs = 1\n\n[daemon]\nlisten = \"127.0.0.1:{port}\"\nhealth_window = \"2s\"\n"
+                "{text}\n[http]\nmax_retries = 1\nmin_backoff_ms = 10\nmax_backoff_ms = 20\nconnect_timeout_secs = 1\n\n[daemon]\nlisten = \"127.0.0.1:0\"\nhealth_window = \"2s\"\n"
             )
         },
     )
     .await;
     let log = h._dir.path().join("daemon.log");
     let mut child = spawn_daemon(&h.config.file, &log, &[]);
+    let addr = served_addr(&mut child, &log).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_alive(&mut child, &log);
-    let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+    let health = reqwest::get(format!("http://{addr}/healthz"))
         .await
         .expect("healthz answers");
     assert_eq!(health.status().as_u16(), 503);
