@@ -172,7 +172,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ),
         (
             "where one person's values came from",
-            "SELECT field, source, rule FROM field_provenance WHERE person_id = 1;",
+            "SELECT field, source, rule FROM field_provenance WHERE person_id = 1 ORDER BY field;",
         ),
         (
             "what needs a person's attention",

@@ -167,6 +167,12 @@ macro_rules! fields {
         impl Field {
             pub const ALL: &'static [Field] = &[ $( Field::$variant, )* ];
 
+            /// The field's number in `canonical_field` (its place in [`Field::ALL`]): a
+            /// field added later goes at the end, with a migration adding its row.
+            pub fn id(self) -> u16 {
+                self as u16
+            }
+
             /// `given_name`, `service_user.funding_type`, ...
             pub fn name(self) -> &'static str {
                 match self { $( Field::$variant => $name, )* }

@@ -289,12 +289,12 @@ pub fn choose_rows(
     })
 }
 
-/// The compact provenance of a person: the winning records once each, and every field with
-/// the index of its record and the rule that chose it (`schema/0006_compact_provenance.sql`).
+/// The compact provenance of a person: the winning records once each, and the fields each
+/// record won by each rule, as field numbers (`schema/0011_provenance_field_ids.sql`).
 fn provenance_json(chosen: &BTreeMap<Field, Chosen>) -> (String, String) {
     let mut records: Vec<(&str, Option<&str>, &str)> = Vec::new();
-    let mut fields = String::with_capacity(40 * chosen.len());
-    fields.push('{');
+    // (record index, rule, field id), sorted below: the groups' order and the ids' order.
+    let mut won: Vec<(usize, &str, u16)> = Vec::with_capacity(chosen.len());
     for (field, c) in chosen
         .iter()
         .filter(|(f, _)| f.table() != Table::SourceRecord)
@@ -307,15 +307,29 @@ fn provenance_json(chosen: &BTreeMap<Field, Chosen>) -> (String, String) {
                 records.len() - 1
             }
         };
-        if fields.len() > 1 {
-            fields.push(',');
-        }
-        push_json_str(&mut fields, field.name());
-        let _ = write!(fields, ":[{index},");
-        push_json_str(&mut fields, c.rule);
-        fields.push(']');
+        won.push((index, c.rule, field.id()));
     }
-    fields.push('}');
+    won.sort_unstable();
+    let mut fields = String::with_capacity(8 + 4 * won.len());
+    fields.push('[');
+    let mut group: Option<(usize, &str)> = None;
+    for (index, rule, id) in won {
+        if group == Some((index, rule)) {
+            let _ = write!(fields, ",{id}");
+            continue;
+        }
+        if group.is_some() {
+            fields.push_str("]],");
+        }
+        let _ = write!(fields, "[{index},");
+        push_json_str(&mut fields, rule);
+        let _ = write!(fields, ",[{id}");
+        group = Some((index, rule));
+    }
+    if group.is_some() {
+        fields.push_str("]]");
+    }
+    fields.push(']');
     let mut list = String::with_capacity(80 * records.len());
     list.push('[');
     for (i, (source, external_id, at)) in records.into_iter().enumerate() {
@@ -567,6 +581,15 @@ mod tests {
             .query_row("SELECT count(*) FROM person_provenance", [], |r| r.get(0))
             .unwrap();
         assert_eq!(stored, 1, "one row per person");
+        // The form `schema/0011_provenance_field_ids.sql` migrates older rows to: groups by
+        // record and rule, field ids ascending (given_name 0, family_name 1, email 6, mobile 8).
+        let fields: String = conn
+            .query_row("SELECT fields FROM person_provenance", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            fields,
+            r#"[[0,"agreement",[0]],[0,"only_source",[1]],[1,"only_source",[6]],[2,"operator_override",[8]]]"#
+        );
         assert_eq!(
             write_rows(&conn, 7, Some(&rows), false, "t2").unwrap(),
             Materialized::Unchanged,

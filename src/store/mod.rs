@@ -46,6 +46,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!("../../schema/0008_deleted_records.sql")),
         M::up(include_str!("../../schema/0009_sightings.sql")),
         M::up(include_str!("../../schema/0010_streamed_full_link.sql")),
+        M::up(include_str!("../../schema/0011_provenance_field_ids.sql")),
     ])
 });
 
@@ -221,6 +222,69 @@ mod tests {
             })
             .collect();
         assert_eq!(read, expected);
+    }
+
+    /// Provenance written before fields were numbered reads back the same through the view,
+    /// and takes the form the writer gives now (so the next sync does not rewrite it).
+    #[test]
+    fn provenance_field_ids_migration_keeps_every_row_in_the_writers_form() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        MIGRATIONS.to_version(&mut conn, 10).unwrap();
+        conn.execute_batch(
+            r#"INSERT INTO person (person_id, created_at, updated_at) VALUES (1, 't', 't'), (2, 't', 't');
+               INSERT INTO person_provenance (person_id, records, fields) VALUES
+                 (1, '[["homes","a1","2026-01-01T00:00:00Z"],["operator",null,"2026-01-03T00:00:00Z"],["market","m\"9","2026-01-02T00:00:00Z"]]',
+                     '{"service_user.dementia":[0,"only_source"],"mobile":[1,"operator_override"],"given_name":[2,"source_priority"],"birth_date":[0,"agreement"],"family_name":[0,"agreement"]}'),
+                 (2, '[["homes","a2","2026-01-01T00:00:00Z"]]', '{"family_name":[0,"only_source"]}');"#,
+        )
+        .unwrap();
+        let read =
+            |conn: &Connection| -> Vec<(i64, String, String, Option<String>, String, String)> {
+                conn.prepare("SELECT person_id, field, source, external_id, observed_at, rule FROM field_provenance ORDER BY person_id, field")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+            };
+        let before = read(&conn);
+        assert_eq!(before.len(), 6);
+        MIGRATIONS.to_latest(&mut conn).unwrap();
+        assert_eq!(read(&conn), before);
+        let fields: Vec<String> = conn
+            .prepare("SELECT fields FROM person_provenance ORDER BY person_id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                r#"[[0,"agreement",[1,4]],[0,"only_source",[34]],[1,"operator_override",[8]],[2,"source_priority",[0]]]"#,
+                r#"[[0,"only_source",[1]]]"#,
+            ]
+        );
+    }
+
+    /// `canonical_field` numbers every field as [`Field::id`] does: a field added to the model
+    /// needs its row in a new migration.
+    #[test]
+    fn canonical_field_numbers_every_field_as_the_model_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("t.db")).unwrap();
+        let stored: Vec<(u16, String)> = conn
+            .prepare("SELECT field_id, name FROM canonical_field ORDER BY field_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let model: Vec<(u16, String)> = Field::ALL
+            .iter()
+            .map(|f| (f.id(), f.name().to_owned()))
+            .collect();
+        assert_eq!(stored, model);
     }
 
     /// Every canonical field of a person or role table has its column, with a fitting type.
