@@ -140,6 +140,27 @@ impl CareHqList {
         CareHqList { kind }
     }
 
+    /// A record's key (as [`ListApi::key_of`]) and modified time (as [`Modified`] reads it),
+    /// reading the record once; twice only when the one reading fails.
+    fn key_and_modified(&self, item: &str) -> (Result<String, String>, Option<String>) {
+        match serde_json::from_str::<KeyAndModified>(item) {
+            Ok(k) => (
+                k.id.map(WireId::into_string)
+                    .ok_or_else(|| "no key field".to_string()),
+                match k.modified {
+                    Some(serde_json::Value::String(m)) => Some(m),
+                    _ => None,
+                },
+            ),
+            Err(_) => (
+                self.key_of(item),
+                serde_json::from_str::<Modified>(item)
+                    .ok()
+                    .and_then(|m| m.modified),
+            ),
+        }
+    }
+
     fn attributes(&self) -> &'static [&'static str] {
         match self.kind {
             SourceKind::CarehqUsers => USER_ATTRIBUTES,
@@ -165,6 +186,15 @@ struct Key {
 #[derive(Deserialize)]
 struct Modified {
     modified: Option<String>,
+}
+
+/// A record's key and modified time in one reading of it; `modified` when it is text.
+#[derive(Deserialize)]
+struct KeyAndModified {
+    #[serde(rename = "_id")]
+    id: Option<WireId>,
+    #[serde(default)]
+    modified: Option<serde_json::Value>,
 }
 
 impl ListApi for CareHqList {
@@ -226,16 +256,16 @@ impl ListApi for CareHqList {
     fn parse_page(&self, body: &[u8]) -> Result<Page, String> {
         let env: Envelope<'_> =
             serde_json::from_slice(body).map_err(|e| format!("not a CareHQ list page: {e}"))?;
-        let (records, problems) = keyed_records(self.kind, &env.items, |item| self.key_of(item));
-        let newest_modified = env
-            .items
-            .iter()
-            .filter_map(|i| {
-                serde_json::from_str::<Modified>(i.get())
-                    .ok()
-                    .and_then(|m| m.modified)
-            })
-            .max();
+        let newest = std::cell::RefCell::new(None::<String>);
+        let (records, problems) = keyed_records(self.kind, &env.items, |item| {
+            let (key, modified) = self.key_and_modified(item);
+            let mut newest = newest.borrow_mut();
+            if modified > *newest {
+                *newest = modified;
+            }
+            key
+        });
+        let newest_modified = newest.into_inner();
         Ok(Page {
             records,
             problems,
@@ -253,6 +283,37 @@ mod tests {
 
     use super::*;
     use crate::transform::SourceSchema;
+
+    /// One reading of a record gives the key and newest modified time two readings give,
+    /// whatever the types of `_id` and `modified`.
+    #[test]
+    fn key_and_modified_read_as_two_readings_do() {
+        let api = CareHqList::new(SourceKind::CarehqServiceUsers);
+        let records = [
+            r#"{"_id": "a1", "modified": "2026-01-02 10:00:00", "first_name": "Ann"}"#,
+            r#"{"_id": "a2", "modified": 5}"#,
+            r#"{"_id": "a3", "modified": null}"#,
+            r#"{"_id": "a4", "modified": {"x": [1]}}"#,
+            r#"{"modified": "2026-01-03 09:00:00"}"#,
+            r#"{"_id": [1], "modified": "2026-01-04 09:00:00"}"#,
+            r#"{"_id": 17, "modified": "2026-01-01 09:00:00", "modified": "2026-01-05 09:00:00"}"#,
+            r#"{"_id": "a5", "_id": "a6"}"#,
+            r#"{"_id": "a7"}"#,
+        ];
+        for item in records {
+            let two = (
+                api.key_of(item),
+                serde_json::from_str::<Modified>(item)
+                    .ok()
+                    .and_then(|m| m.modified),
+            );
+            assert_eq!(api.key_and_modified(item), two, "{item}");
+        }
+        let body = format!(r#"{{"items": [{}], "page_count": 1}}"#, records.join(","));
+        let page = api.parse_page(body.as_bytes()).unwrap();
+        assert_eq!(page.newest_modified.as_deref(), Some("2026-01-04 09:00:00"));
+        assert_eq!(page.records.len(), records.len());
+    }
 
     /// The attributes we ask for are the documented fields the mappings read (their top-level
     /// names), less the two that only the create response uses: the lists must not drift.
