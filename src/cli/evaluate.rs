@@ -2,7 +2,7 @@
 //! the stored links against the simulator's ground truth (pairwise precision and recall,
 //! and every false merge).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -85,8 +85,12 @@ pub async fn measure(
         .collect();
     sims.shutdown().await;
     let conn = store.reader()?;
-    let mut by_person: HashMap<i64, Vec<Member>> = HashMap::new();
-    let mut stmt = conn.prepare("SELECT person_id, source, external_id, kind FROM person_link")?;
+    // In person order, records in record order: the pairs listed are the same every run.
+    let mut by_person: BTreeMap<i64, Vec<Member>> = BTreeMap::new();
+    let mut stmt = conn.prepare(
+        "SELECT person_id, source, external_id, kind FROM person_link
+         ORDER BY person_id, source, external_id",
+    )?;
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, i64>(0)?,

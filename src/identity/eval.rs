@@ -15,7 +15,7 @@ pub struct Evaluation {
     pub correct_pairs: u64,
     pub precision: f64,
     pub recall: f64,
-    /// Pairs in one cluster but of different people (at most 1,000 listed).
+    /// Pairs in one cluster but of different people: the first 1,000 in record order.
     pub false_merges: Vec<(RecordRef, RecordRef)>,
     pub false_merge_count: u64,
     /// Pairs of one person in different clusters (at most 1,000 listed).
@@ -26,6 +26,14 @@ const LISTED: usize = 1000;
 
 fn pairs(n: u64) -> u64 {
     n * n.saturating_sub(1) / 2
+}
+
+/// Keeps the `LISTED` smallest pairs, sorted: the same list whatever order the clusters
+/// came in.
+fn keep_first_listed(pairs: &mut Vec<(RecordRef, RecordRef)>) {
+    pairs.sort_unstable();
+    pairs.dedup();
+    pairs.truncate(LISTED);
 }
 
 /// Compares `clusters` with `truth` (record → person). Records absent from `truth` are ignored.
@@ -51,13 +59,16 @@ pub fn evaluate(clusters: &[Cluster], truth: &HashMap<RecordRef, u64>) -> Evalua
             for (b, pb) in &known[i + 1..] {
                 if pa != pb {
                     false_merge_count += 1;
-                    if false_merges.len() < LISTED {
-                        false_merges.push(((*a).clone(), (*b).clone()));
+                    let pair = if a <= b { (*a, *b) } else { (*b, *a) };
+                    false_merges.push((pair.0.clone(), pair.1.clone()));
+                    if false_merges.len() >= 2 * LISTED {
+                        keep_first_listed(&mut false_merges);
                     }
                 }
             }
         }
     }
+    keep_first_listed(&mut false_merges);
     let mut by_person: HashMap<u64, Vec<&RecordRef>> = HashMap::new();
     for (r, p) in truth {
         if cluster_of.contains_key(r) {
@@ -97,5 +108,46 @@ pub fn evaluate(clusters: &[Cluster], truth: &HashMap<RecordRef, u64>) -> Evalua
         false_merges,
         false_merge_count,
         missed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Member;
+    use crate::source::kind::SourceKind;
+
+    fn cluster(ids: &[&str]) -> Cluster {
+        Cluster {
+            members: ids
+                .iter()
+                .map(|id| Member {
+                    record: RecordRef::new("s", *id),
+                    kind: SourceKind::MarketplaceUsers,
+                    link: None,
+                })
+                .collect(),
+            runners_up: Vec::new(),
+        }
+    }
+
+    /// The false merges listed are the same whatever order the clusters and their members
+    /// come in.
+    #[test]
+    fn false_merges_are_listed_in_record_order() {
+        let truth: HashMap<RecordRef, u64> = [("a", 1), ("b", 2), ("c", 1), ("d", 3), ("e", 4)]
+            .into_iter()
+            .map(|(id, p)| (RecordRef::new("s", id), p))
+            .collect();
+        let one = evaluate(&[cluster(&["d", "e"]), cluster(&["c", "b", "a"])], &truth);
+        let other = evaluate(&[cluster(&["a", "b", "c"]), cluster(&["e", "d"])], &truth);
+        assert_eq!(one, other);
+        let listed: Vec<(&str, &str)> = one
+            .false_merges
+            .iter()
+            .map(|(x, y)| (x.external_id.as_str(), y.external_id.as_str()))
+            .collect();
+        assert_eq!(listed, [("a", "b"), ("b", "c"), ("d", "e")]);
+        assert_eq!(one.false_merge_count, 3);
     }
 }
