@@ -352,7 +352,7 @@ impl<'de> serde::de::Visitor<'de> for RootSlots<'_> {
         let roots = &self.0.roots;
         let mut slots: Vec<Option<Json>> = vec![None; roots.len()];
         while let Some(MemberKey(key)) = map.next_key()? {
-            match self.0.root_index.find(roots, &key) {
+            match roots.find(&key) {
                 Some(i) => slots[i] = Some(map.next_value()?),
                 None => {
                     map.next_value::<serde::de::IgnoredAny>()?;

@@ -58,7 +58,7 @@ impl SourcePath {
 pub(super) struct ReadRule {
     /// Alternatives in order: the first that holds a value is used.
     pub paths: Vec<SourcePath>,
-    /// Each path's top-level member, as its place in [`CompiledMapping::roots`].
+    /// Each path's top-level member, as its number in [`CompiledMapping::roots`].
     pub roots: Vec<usize>,
     pub target: Target,
     pub converter: Converter,
@@ -98,41 +98,45 @@ pub struct CompiledMapping {
     pub(super) writes: Vec<WriteBinding>,
     pub(super) keep_raw: Vec<String>,
     pub(super) examples: Vec<Example>,
-    /// The top-level members the read rules look into (first segment of every path), sorted
-    /// and without duplicates.
-    pub(super) roots: Vec<String>,
-    /// Finds a member name's place in `roots` by its hash.
-    pub(super) root_index: RootIndex,
+    /// The top-level members the read rules look into (first segment of every path).
+    pub(super) roots: Roots,
 }
 
-/// The places of names in a small sorted list, found by a hash of the name: one hash and one
-/// comparison per look-up instead of a binary search comparing strings.
+/// The top-level members the read rules look into, each once, numbered; a name's number is
+/// found by its hash (one hash and one comparison, not a search comparing strings).
 #[derive(Debug, Clone, Default)]
-pub(super) struct RootIndex {
-    /// (hash of the name, place), sorted by hash.
+pub(super) struct Roots {
+    names: Vec<String>,
+    /// (hash of the name, its number), sorted by hash.
     by_hash: Vec<(u64, usize)>,
 }
 
-impl RootIndex {
-    fn of(names: &[String]) -> RootIndex {
+impl Roots {
+    fn of(mut names: Vec<String>) -> Roots {
+        names.sort();
+        names.dedup();
         let mut by_hash: Vec<(u64, usize)> = names
             .iter()
             .enumerate()
             .map(|(i, n)| (xxh3_64(n.as_bytes()), i))
             .collect();
         by_hash.sort_unstable();
-        RootIndex { by_hash }
+        Roots { names, by_hash }
     }
 
-    /// The place of `name` in `names` (the list this index was built from).
-    pub fn find(&self, names: &[String], name: &str) -> Option<usize> {
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// The number of the member `name`, if the rules read it.
+    pub fn find(&self, name: &str) -> Option<usize> {
         let hash = xxh3_64(name.as_bytes());
         let first = self.by_hash.partition_point(|(h, _)| *h < hash);
         self.by_hash[first..]
             .iter()
             .take_while(|(h, _)| *h == hash)
             .map(|(_, i)| *i)
-            .find(|i| names[*i] == name)
+            .find(|i| self.names[*i] == name)
     }
 }
 
@@ -434,26 +438,25 @@ impl Ctx<'_> {
             &read_paths,
             &claimed,
         );
-        let mut roots: Vec<String> = rules
-            .iter()
-            .flat_map(|r: &ReadRule| r.paths.iter())
-            .filter_map(|p| p.segments().next().map(str::to_owned))
-            .collect();
-        roots.sort();
-        roots.dedup();
+        let roots = Roots::of(
+            rules
+                .iter()
+                .flat_map(|r: &ReadRule| r.paths.iter())
+                .map(|p| p.root().to_owned())
+                .collect(),
+        );
         let rules: Vec<ReadRule> = rules
             .into_iter()
             .map(|rule| ReadRule {
                 roots: rule
                     .paths
                     .iter()
-                    .map(|p| roots.binary_search_by(|r| r.as_str().cmp(p.root())))
-                    .collect::<Result<_, _>>()
-                    .expect("every path's root is in roots"),
+                    .map(|p| roots.find(p.root()))
+                    .collect::<Option<_>>()
+                    .expect("every path's root is among the roots"),
                 ..rule
             })
             .collect();
-        let root_index = RootIndex::of(&roots);
         let mapping = CompiledMapping {
             source,
             file: self.file.to_owned(),
@@ -462,7 +465,6 @@ impl Ctx<'_> {
             keep_raw,
             examples: Vec::new(),
             roots,
-            root_index,
         };
         let examples = raw
             .examples
