@@ -17,6 +17,29 @@ use super::{
 };
 use crate::source::kind::SourceKind;
 
+/// Block-key hashes (xxh3, already evenly spread), hashed as themselves rather than again
+/// with SipHash: a block's pairs look their keys up in the oversized set once each.
+pub type KeySet = HashSet<u64, std::hash::BuildHasherDefault<KeyHasher>>;
+
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// Counts describing a link run (no personal data).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LinkStats {
@@ -80,7 +103,7 @@ pub struct LinkIndex {
     prepared: Vec<Prepared>,
     linking: Vec<Linking>,
     blocks: Blocks,
-    oversized: HashSet<u64>,
+    oversized: KeySet,
     compared_pairs: u64,
 }
 
@@ -213,18 +236,14 @@ impl LinkIndex {
     /// Links a part of the store closed under its kept pairs (see `person::link_state`):
     /// `oversized` holds the blocks too large to compare, judged by their size in the whole
     /// store, so the part links exactly as it would within the whole.
-    pub fn build_part(
-        config: MatchConfig,
-        records: Vec<Prepared>,
-        oversized: HashSet<u64>,
-    ) -> LinkIndex {
+    pub fn build_part(config: MatchConfig, records: Vec<Prepared>, oversized: KeySet) -> LinkIndex {
         Self::build_inner(config, records, Some(oversized))
     }
 
     fn build_inner(
         config: MatchConfig,
         records: Vec<Prepared>,
-        oversized: Option<HashSet<u64>>,
+        oversized: Option<KeySet>,
     ) -> LinkIndex {
         // In record order; of a record given twice, the last.
         let mut records: Vec<Prepared> = records;
@@ -246,13 +265,13 @@ impl LinkIndex {
             blocks: Blocks::build(&records),
             prepared: records,
             linking,
-            oversized: HashSet::new(),
+            oversized: KeySet::default(),
             compared_pairs: 0,
         };
         match oversized {
             Some(given) => index.oversized = given,
             None => {
-                let oversized: HashSet<u64> = index
+                let oversized: KeySet = index
                     .blocks
                     .iter()
                     .filter(|(key, members)| {
@@ -861,7 +880,7 @@ type Scored<'a> = (&'a Features, &'a [BlockKey]);
 /// The key a pair is compared under: the smallest shared key whose block is not oversized
 /// and that admits the pair. Comparing each pair once, under this key, makes the set of
 /// compared pairs independent of the order blocks are visited in.
-fn first_admitting_key(a: Scored, b: Scored, oversized: &HashSet<u64>) -> Option<u64> {
+fn first_admitting_key(a: Scored, b: Scored, oversized: &KeySet) -> Option<u64> {
     let ((fa, ka), (fb, kb)) = (a, b);
     let (mut i, mut j) = (0, 0);
     while i < ka.len() && j < kb.len() {
@@ -888,7 +907,7 @@ fn first_admitting_key(a: Scored, b: Scored, oversized: &HashSet<u64>) -> Option
 /// edge from `a` to `b` (numbered `other`) if the comparison is kept.
 fn compare_under(
     config: &MatchConfig,
-    oversized: &HashSet<u64>,
+    oversized: &KeySet,
     key: u64,
     a: Scored,
     b: Scored,
@@ -957,7 +976,7 @@ pub struct KeptPair {
 /// exactly as [`LinkIndex::build`] scores it. Pushes the kept pairs; returns the number compared.
 pub fn score_block(
     config: &MatchConfig,
-    oversized: &HashSet<u64>,
+    oversized: &KeySet,
     key: KeyOf,
     members: &[(u32, &Prepared)],
     kept: &mut Vec<KeptPair>,

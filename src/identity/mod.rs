@@ -70,7 +70,8 @@ pub use compare::{FamilyLevel, FieldScore, GivenLevel, PairComparison, Weights};
 pub use eval::{Evaluation, evaluate};
 pub use ids::{PersonId, assign_person_ids};
 pub use index::{
-    BlockSize, KeptPair, KeyOf, LinkIndex, LinkStats, Prepared, prepare_all, resolve, score_block,
+    BlockSize, KeptPair, KeyHasher, KeyOf, KeySet, LinkIndex, LinkStats, Prepared, prepare_all,
+    resolve, score_block,
 };
 pub(crate) use index::{UnionFind, parallel_map};
 

@@ -20,8 +20,8 @@ use super::link_state::{INSERT_CHUNK, config_hash, decode_keys, encode_keys, ins
 use super::scan::deleted_upstream;
 use super::survivorship::Policy;
 use crate::identity::{
-    BlockSize, Candidate, Cluster, KeptPair, KeyOf, LinkIndex, MatchConfig, Prepared, RecordRef,
-    UnionFind, parallel_map, prepare_all, score_block,
+    BlockSize, Candidate, Cluster, KeptPair, KeyOf, KeySet, LinkIndex, MatchConfig, Prepared,
+    RecordRef, UnionFind, parallel_map, prepare_all, score_block,
 };
 use crate::source::kind::SourceKind;
 use crate::store::now_rfc3339;
@@ -134,7 +134,7 @@ pub(super) fn link_all(
 fn link_parts(
     tx: &Connection,
     config: &MatchConfig,
-    oversized: &HashSet<u64>,
+    oversized: &KeySet,
     components: &Components,
     part_records: usize,
     affected: &mut BTreeSet<i64>,
@@ -190,7 +190,7 @@ fn link_parts(
 /// records and the review pairs that touch them.
 fn link_part(
     config: &MatchConfig,
-    oversized: &HashSet<u64>,
+    oversized: &KeySet,
     records: Vec<Prepared>,
     in_part: usize,
 ) -> (Vec<Cluster>, Vec<Candidate>) {
@@ -297,11 +297,7 @@ fn store_records(tx: &Connection) -> Result<u32> {
 
 /// Writes `link_key` in key order, a range of keys at a time (each range read back from
 /// `link_record.keys`, sorted and written); returns the blocks too large to compare.
-fn write_blocks(
-    tx: &Connection,
-    config: &MatchConfig,
-    entries_per_pass: i64,
-) -> Result<HashSet<u64>> {
+fn write_blocks(tx: &Connection, config: &MatchConfig, entries_per_pass: i64) -> Result<KeySet> {
     let total: i64 = tx.query_row(
         "SELECT coalesce(sum(length(keys)), 0) / 9 FROM link_record",
         [],
@@ -309,7 +305,7 @@ fn write_blocks(
     )?;
     let passes = i128::from(total / entries_per_pass.max(1) + 1);
     let span = (i128::from(i64::MAX) - i128::from(i64::MIN) + 1) / passes;
-    let mut oversized = HashSet::new();
+    let mut oversized = KeySet::default();
     let mut read = tx.prepare("SELECT rid, lacks_birth_date, keys FROM link_record")?;
     let mut rows: Vec<[i64; 4]> = Vec::new();
     for pass in 0..passes {
@@ -386,7 +382,7 @@ fn block_size(members: &[KeyEntry]) -> (KeyOf, BlockSize) {
 fn score_blocks(
     tx: &Connection,
     config: &MatchConfig,
-    oversized: &HashSet<u64>,
+    oversized: &KeySet,
     score_batch_members: usize,
 ) -> Result<(Vec<KeptPair>, u64)> {
     std::thread::scope(|scope| -> Result<(Vec<KeptPair>, u64)> {
@@ -488,12 +484,7 @@ impl ScoreBatch {
     }
 
     /// Scores the blocks on every core; pushes the kept pairs, returns the number compared.
-    fn score(
-        &self,
-        config: &MatchConfig,
-        oversized: &HashSet<u64>,
-        kept: &mut Vec<KeptPair>,
-    ) -> u64 {
+    fn score(&self, config: &MatchConfig, oversized: &KeySet, kept: &mut Vec<KeptPair>) -> u64 {
         let of = |rid: u32| self.rids.binary_search(&rid).ok().map(|i| &self.records[i]);
         let results = parallel_map(&self.blocks, |(key, range)| {
             let members: Vec<(u32, &Prepared)> = self.members[range.clone()]

@@ -14,7 +14,7 @@ use anyhow::{Result, bail};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::identity::{
-    BlockSize, Candidate, Cluster, KeyOf, LinkIndex, MatchConfig, Prepared, RecordRef,
+    BlockSize, Candidate, Cluster, KeyOf, KeySet, LinkIndex, MatchConfig, Prepared, RecordRef,
 };
 
 /// Bump when a code change alters how records are compared or blocked: the stored state is
@@ -370,7 +370,7 @@ pub(super) fn relink_neighbourhood(
         .collect();
     let mut sizes = sizes_after;
     sizes.extend(block_sizes(conn, unmeasured.into_iter())?);
-    let oversized: HashSet<u64> = sizes
+    let oversized: KeySet = sizes
         .into_iter()
         .filter(|(_, size)| size.oversized(config))
         .map(|(key, _)| key)
