@@ -333,8 +333,12 @@ pub fn key_from<K: serde::de::DeserializeOwned>(
     pick: impl FnOnce(K) -> Option<WireId>,
 ) -> Result<String, String> {
     let key: K = serde_json::from_str(item).map_err(|e| format!("item is not a record: {e}"))?;
-    pick(key)
-        .map(WireId::into_string)
+    key_text(pick(key))
+}
+
+/// A record's key as text, or why it has none.
+pub fn key_text(id: Option<WireId>) -> Result<String, String> {
+    id.map(WireId::into_string)
         .ok_or_else(|| "no key field".to_string())
 }
 

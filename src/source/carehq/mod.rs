@@ -11,7 +11,9 @@ use serde_json::value::RawValue;
 use super::Lookup;
 use super::http::Params;
 use super::kind::SourceKind;
-use super::{ListApi, Page, Paging, Position, Scope, WireId, key_from, keyed_records, param};
+use super::{
+    ListApi, Page, Paging, Position, Scope, WireId, key_from, key_text, keyed_records, param,
+};
 use crate::config::RateLimit;
 
 /// Every documented attribute of a service user.
@@ -145,8 +147,7 @@ impl CareHqList {
     fn key_and_modified(&self, item: &str) -> (Result<String, String>, Option<String>) {
         match serde_json::from_str::<KeyAndModified>(item) {
             Ok(k) => (
-                k.id.map(WireId::into_string)
-                    .ok_or_else(|| "no key field".to_string()),
+                key_text(k.id),
                 match k.modified {
                     Some(serde_json::Value::String(m)) => Some(m),
                     _ => None,
