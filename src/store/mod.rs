@@ -149,6 +149,18 @@ mod tests {
         assert!(MIGRATIONS.validate().is_ok());
     }
 
+    /// Every row of the `field_provenance` view, in (person, field) order.
+    fn field_provenance_rows(
+        conn: &Connection,
+    ) -> Vec<(i64, String, String, Option<String>, String, String)> {
+        conn.prepare("SELECT person_id, field, source, external_id, observed_at, rule FROM field_provenance ORDER BY person_id, field")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
     /// A store written before provenance became one row per person keeps every provenance
     /// row, read back through the `field_provenance` view with the same columns.
     #[test]
@@ -201,13 +213,7 @@ mod tests {
             .unwrap();
         }
         MIGRATIONS.to_latest(&mut conn).unwrap();
-        let read: Vec<(i64, String, String, Option<String>, String, String)> = conn
-            .prepare("SELECT person_id, field, source, external_id, observed_at, rule FROM field_provenance ORDER BY person_id, field")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let read = field_provenance_rows(&conn);
         let expected: Vec<_> = rows
             .iter()
             .map(|r| {
@@ -238,19 +244,10 @@ mod tests {
                  (2, '[["homes","a2","2026-01-01T00:00:00Z"]]', '{"family_name":[0,"only_source"]}');"#,
         )
         .unwrap();
-        let read =
-            |conn: &Connection| -> Vec<(i64, String, String, Option<String>, String, String)> {
-                conn.prepare("SELECT person_id, field, source, external_id, observed_at, rule FROM field_provenance ORDER BY person_id, field")
-                .unwrap()
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect()
-            };
-        let before = read(&conn);
+        let before = field_provenance_rows(&conn);
         assert_eq!(before.len(), 6);
         MIGRATIONS.to_latest(&mut conn).unwrap();
-        assert_eq!(read(&conn), before);
+        assert_eq!(field_provenance_rows(&conn), before);
         let fields: Vec<String> = conn
             .prepare("SELECT fields FROM person_provenance ORDER BY person_id")
             .unwrap()
