@@ -337,10 +337,9 @@ async fn link_all(
             tx.execute_batch(
                 "DELETE FROM person_provenance; DELETE FROM lifestyle; DELETE FROM health_profile;
                  DELETE FROM staff_user; DELETE FROM service_user; DELETE FROM person_link;
-                 DELETE FROM person; DELETE FROM link_review; DELETE FROM link_runner_up;
-                 INSERT OR IGNORE INTO relink_queue (source, external_id)
-                     SELECT source, external_id FROM canonical_record;",
+                 DELETE FROM person; DELETE FROM link_review; DELETE FROM link_runner_up;",
             )?;
+            tx.execute(crate::store::QUEUE_ALL_CANONICAL_SQL, [])?;
             tx.commit()?;
             let started = Instant::now();
             let outcome = crate::person::link::Linker::new(matching, policy).link_pending(conn)?;

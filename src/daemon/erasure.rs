@@ -129,10 +129,12 @@ pub fn erase_person(
             params![source, key_hash(&salt, source, external_id), erasure_id, now],
         )?;
         for sql in [
+            // The queue is keyed by record id: found through the raw record, removed first.
+            "DELETE FROM relink_queue WHERE record_id IN
+                 (SELECT record_id FROM source_record WHERE source = ?1 AND external_id = ?2)",
             "DELETE FROM source_record WHERE source = ?1 AND external_id = ?2",
             "DELETE FROM canonical_record WHERE source = ?1 AND external_id = ?2",
             "DELETE FROM mapping_failure WHERE source = ?1 AND external_id = ?2",
-            "DELETE FROM relink_queue WHERE source = ?1 AND external_id = ?2",
             "DELETE FROM sync_error WHERE source = ?1 AND external_id = ?2",
             "DELETE FROM link_review WHERE (source_a = ?1 AND external_id_a = ?2) OR (source_b = ?1 AND external_id_b = ?2)",
             "DELETE FROM link_runner_up WHERE (source = ?1 AND external_id = ?2) OR (other_source = ?1 AND other_external_id = ?2)",

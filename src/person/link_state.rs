@@ -474,7 +474,9 @@ pub(super) mod tests {
 
     fn queue(conn: &Connection, r: &RecordRef) {
         conn.execute(
-            "INSERT OR IGNORE INTO relink_queue (source, external_id) VALUES (?1, ?2)",
+            "INSERT OR IGNORE INTO relink_queue (record_id, source, external_id)
+             SELECT record_id, source, external_id FROM source_record
+             WHERE source = ?1 AND external_id = ?2",
             params![r.source, r.external_id],
         )
         .unwrap();
@@ -523,11 +525,8 @@ pub(super) mod tests {
             .unwrap();
         let mut copy = crate::store::open(&path).unwrap();
         invalidate(&copy).unwrap();
-        copy.execute(
-            "INSERT OR IGNORE INTO relink_queue SELECT source, external_id FROM canonical_record",
-            [],
-        )
-        .unwrap();
+        copy.execute(crate::store::QUEUE_ALL_CANONICAL_SQL, [])
+            .unwrap();
         Linker::new(config.clone(), Policy::default())
             .link_pending(&mut copy)
             .unwrap();

@@ -47,6 +47,9 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!("../../schema/0009_sightings.sql")),
         M::up(include_str!("../../schema/0010_streamed_full_link.sql")),
         M::up(include_str!("../../schema/0011_provenance_field_ids.sql")),
+        M::up(include_str!(
+            "../../schema/0012_relink_queue_by_record_id.sql"
+        )),
     ])
 });
 
@@ -54,6 +57,28 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
+
+/// Queues a stored record for linking. The queue is keyed by `source_record.record_id`, so
+/// queueing new records appends (`schema/0012_relink_queue_by_record_id.sql`).
+pub fn queue_relink(
+    conn: &Connection,
+    record_id: i64,
+    source: &str,
+    external_id: &str,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO relink_queue (record_id, source, external_id) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(rusqlite::params![record_id, source, external_id])?;
+    Ok(())
+}
+
+/// Queues every canonical record for linking (a full relink), in record id order.
+pub const QUEUE_ALL_CANONICAL_SQL: &str =
+    "INSERT OR IGNORE INTO relink_queue (record_id, source, external_id)
+     SELECT s.record_id, c.source, c.external_id FROM canonical_record c
+     JOIN source_record s ON s.source = c.source AND s.external_id = c.external_id
+     ORDER BY s.record_id";
 
 /// Opens (creating if needed, owner-only) and migrates the store at `path`.
 pub fn open(path: &Path) -> Result<Connection> {
@@ -262,6 +287,48 @@ mod tests {
                 r#"[[0,"only_source",[1]]]"#,
             ]
         );
+    }
+
+    /// Records queued before the queue was keyed by record id stay queued, each under its
+    /// raw record's id; a queued record without a raw record is kept too.
+    #[test]
+    fn relink_queue_migration_keeps_every_queued_record() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        MIGRATIONS.to_version(&mut conn, 11).unwrap();
+        conn.execute_batch(
+            "INSERT INTO source_record (record_id, source, external_id, kind, payload, content_hash,
+                 first_seen_at, sighting_stored_at, changed_at, sighting_scan)
+             VALUES (7, 'homes', 'a1', 'k', '{}', 'h', 't', 't', 't', 1),
+                    (3, 'homes', 'a2', 'k', '{}', 'h', 't', 't', 't', 1),
+                    (9, 'market', 'm1', 'k', '{}', 'h', 't', 't', 't', 1);
+             INSERT INTO relink_queue (source, external_id) VALUES
+                 ('market', 'm1'), ('homes', 'a1'), ('homes', 'gone'), ('homes', 'a2');",
+        )
+        .unwrap();
+        MIGRATIONS.to_latest(&mut conn).unwrap();
+        let queued: Vec<(i64, String, String)> = conn
+            .prepare("SELECT record_id, source, external_id FROM relink_queue ORDER BY record_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let row = |id: i64, s: &str, e: &str| (id, s.to_string(), e.to_string());
+        assert_eq!(
+            queued,
+            [
+                row(-3, "homes", "gone"),
+                row(3, "homes", "a2"),
+                row(7, "homes", "a1"),
+                row(9, "market", "m1"),
+            ]
+        );
+        // Queueing again is a no-op: one row per record.
+        queue_relink(&conn, 7, "homes", "a1").unwrap();
+        let count: i64 = conn
+            .query_row("SELECT count(*) FROM relink_queue", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 4);
     }
 
     /// `canonical_field` numbers every field as [`Field::id`] does: a field added to the model

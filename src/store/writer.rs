@@ -405,6 +405,7 @@ fn remap_live(
                     canonical: CanonicalForm::Unchanged,
                 };
                 let stored = Stored {
+                    record_id: r.get(0)?,
                     canonical: r.get(4)?,
                     failure: r.get(5)?,
                 };
@@ -425,9 +426,11 @@ fn remap_live(
     Ok(())
 }
 
-/// Which of a record's derived rows are stored already.
-#[derive(Debug, Clone, Copy, Default)]
+/// A stored record (its `source_record.record_id`) and which of its derived rows are stored
+/// already.
+#[derive(Debug, Clone, Copy)]
 struct Stored {
+    record_id: i64,
     canonical: bool,
     failure: bool,
 }
@@ -504,8 +507,7 @@ fn write_canonical(
             counts.mapping_failures += 1;
         }
     }
-    tx.prepare_cached("INSERT OR IGNORE INTO relink_queue (source, external_id) VALUES (?1, ?2)")?
-        .execute(params![source, record.external_id])?;
+    super::queue_relink(tx, stored.record_id, source, &record.external_id)?;
     Ok(())
 }
 
@@ -545,10 +547,9 @@ fn write_page(tx: &rusqlite::Transaction<'_>, page: &PageWrite, now: &str) -> Re
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })
             .optional()?;
-        let stored = found.as_ref().map_or(Stored::default(), |e| Stored {
-            canonical: e.3.is_some(),
-            failure: e.4.is_some(),
-        });
+        let (canonical_stored, failure_stored) = found
+            .as_ref()
+            .map_or((false, false), |e| (e.3.is_some(), e.4.is_some()));
         let existing: Option<(i64, String, bool, Option<String>)> =
             found.map(|(id, hash, deleted, c, f)| (id, hash, deleted, c.or(f)));
         let content_changed = existing
@@ -558,6 +559,48 @@ fn write_page(tx: &rusqlite::Transaction<'_>, page: &PageWrite, now: &str) -> Re
             .as_ref()
             .is_none_or(|e| e.3.as_deref() != page.mapping.as_ref().map(|m| &*m.hash));
         let needs_row = content_changed || mapping_changed;
+        let record_id = match existing.map(|(id, hash, deleted, _)| (id, hash, deleted)) {
+            None => {
+                insert.execute(params![
+                    source,
+                    record.external_id,
+                    page.kind,
+                    record.payload,
+                    record.content_hash,
+                    now,
+                    page.scan_id
+                ])?;
+                counts.inserted += 1;
+                tx.last_insert_rowid()
+            }
+            // Seen again unchanged: noted with the page's sightings, the row is not written.
+            Some((id, hash, deleted)) if hash == record.content_hash => {
+                if deleted {
+                    touch.execute(params![id, now, page.scan_id])?;
+                    counts.updated += 1;
+                } else {
+                    counts.unchanged += 1;
+                }
+                id
+            }
+            Some((id, _, _)) => {
+                change.execute(params![
+                    id,
+                    record.payload,
+                    record.content_hash,
+                    now,
+                    page.scan_id
+                ])?;
+                counts.updated += 1;
+                id
+            }
+        };
+        seen.push(record_id);
+        let stored = Stored {
+            record_id,
+            canonical: canonical_stored,
+            failure: failure_stored,
+        };
         match (&record.canonical, &page.mapping) {
             (CanonicalForm::Mapped(canonical), Some(_)) if needs_row => {
                 write_canonical(tx, page, record, canonical, now, stored, &mut counts)?;
@@ -571,42 +614,6 @@ fn write_page(tx: &rusqlite::Transaction<'_>, page: &PageWrite, now: &str) -> Re
             }
             (CanonicalForm::Unchanged, Some(_)) => counts.skipped_unchanged += 1,
             _ => {}
-        }
-        match existing.map(|(id, hash, deleted, _)| (id, hash, deleted)) {
-            None => {
-                insert.execute(params![
-                    source,
-                    record.external_id,
-                    page.kind,
-                    record.payload,
-                    record.content_hash,
-                    now,
-                    page.scan_id
-                ])?;
-                seen.push(tx.last_insert_rowid());
-                counts.inserted += 1;
-            }
-            // Seen again unchanged: noted with the page's sightings, the row is not written.
-            Some((id, hash, deleted)) if hash == record.content_hash => {
-                seen.push(id);
-                if deleted {
-                    touch.execute(params![id, now, page.scan_id])?;
-                    counts.updated += 1;
-                } else {
-                    counts.unchanged += 1;
-                }
-            }
-            Some((id, _, _)) => {
-                seen.push(id);
-                change.execute(params![
-                    id,
-                    record.payload,
-                    record.content_hash,
-                    now,
-                    page.scan_id
-                ])?;
-                counts.updated += 1;
-            }
         }
     }
     super::sightings::note(tx, source, page.scan_id, &seen)?;

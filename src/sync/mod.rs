@@ -907,16 +907,13 @@ fn close_scan(
             |r| r.get(0),
         )?;
         let unseen = sightings::unseen(&tx, source, scan_id)?;
-        let mut queue = tx.prepare_cached(
-            "INSERT OR IGNORE INTO relink_queue (source, external_id) VALUES (?1, ?2)",
-        )?;
         let mut delete = tx.prepare_cached(
             "UPDATE source_record SET deleted_at = ?2,
                  sighting_stored_at = max(sighting_stored_at, coalesce(?3, ''))
              WHERE record_id = ?1",
         )?;
         for (record_id, external_id) in &unseen {
-            queue.execute(params![source, external_id])?;
+            crate::store::queue_relink(&tx, *record_id, source, external_id)?;
             delete.execute(params![record_id, now, last_complete])?;
         }
         unseen.len() as u64
