@@ -94,12 +94,17 @@ pub(super) fn link_all(
     drop(pairs);
     let mut affected: BTreeSet<i64> = BTreeSet::new();
     remove_links_of_unlinked(tx, &mut affected, outcome)?;
+    let links_before: bool =
+        tx.query_row("SELECT EXISTS (SELECT 1 FROM person_link)", [], |r| {
+            r.get(0)
+        })?;
     let first_new_id = next_person_id(tx)?;
     let largest_part = link_parts(
         tx,
         config,
         &oversized,
         &components,
+        Scope::Part { links_before },
         limits.part_records,
         &mut affected,
         outcome,
@@ -129,13 +134,14 @@ pub(super) fn link_all(
 }
 
 /// Links the records a part at a time and writes each part's links, review pairs and
-/// runners-up. A part is linked on a thread of its own while the next is read and the last
-/// written. Returns the most records a part held.
+/// runners-up (`parts_scope`: a [`Scope::Part`]). A part is linked on a thread of its own while the
+/// next is read and the last written. Returns the most records a part held.
 fn link_parts(
     tx: &Connection,
     config: &MatchConfig,
     oversized: &KeySet,
     components: &Components,
+    parts_scope: Scope,
     part_records: usize,
     affected: &mut BTreeSet<i64>,
     outcome: &mut LinkOutcome,
@@ -159,7 +165,7 @@ fn link_parts(
                 tx,
                 &clusters,
                 &review,
-                &Scope::Part,
+                &parts_scope,
                 |_| true,
                 affected,
                 outcome,

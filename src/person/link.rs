@@ -133,8 +133,9 @@ pub(super) enum Scope {
     /// An incremental link's re-linked records: what is stored for them is replaced.
     Records(Vec<RecordRef>),
     /// A part of a full link (whole components): the review and runner-up tables were
-    /// emptied when the full link began.
-    Part,
+    /// emptied when the full link began. `links_before`: whether any record was linked when
+    /// it began; if none was, there is no previous link to look up.
+    Part { links_before: bool },
 }
 
 const LIVE_SQL: &str =
@@ -259,9 +260,12 @@ pub(super) fn persist(
                 (r.get(2)?, r.get(3)?, r.get(4)?),
             ))
         };
-        let refs: &[RecordRef] = match scope {
-            Scope::Records(refs) => refs,
-            Scope::Part => &[],
+        let (refs, in_clusters): (&[RecordRef], &[Cluster]) = match scope {
+            Scope::Records(refs) => (refs, clusters),
+            Scope::Part { links_before: true } => (&[], clusters),
+            Scope::Part {
+                links_before: false,
+            } => (&[], &[]),
         };
         let mut stmt = tx.prepare_cached(
             "SELECT source, external_id, person_id, rule, score FROM person_link
@@ -269,7 +273,7 @@ pub(super) fn persist(
         )?;
         for r in refs
             .iter()
-            .chain(clusters.iter().flat_map(Cluster::records))
+            .chain(in_clusters.iter().flat_map(Cluster::records))
         {
             if let Some((k, v)) = stmt
                 .query_row(params![r.source, r.external_id], read)
@@ -351,7 +355,7 @@ pub(super) fn persist(
 
     // Review pairs and runners-up touching the scope are replaced.
     match scope {
-        Scope::Part => {}
+        Scope::Part { .. } => {}
         Scope::Records(_) => {
             let mut drop_review = tx.prepare_cached(
                 "DELETE FROM link_review WHERE (source_a = ?1 AND external_id_a = ?2) OR (source_b = ?1 AND external_id_b = ?2)",
