@@ -94,17 +94,12 @@ pub(super) fn link_all(
     drop(pairs);
     let mut affected: BTreeSet<i64> = BTreeSet::new();
     remove_links_of_unlinked(tx, &mut affected, outcome)?;
-    let links_before: bool =
-        tx.query_row("SELECT EXISTS (SELECT 1 FROM person_link)", [], |r| {
-            r.get(0)
-        })?;
     let first_new_id = next_person_id(tx)?;
     let largest_part = link_parts(
         tx,
         config,
         &oversized,
         &components,
-        Scope::Part { links_before },
         limits.part_records,
         &mut affected,
         outcome,
@@ -134,18 +129,23 @@ pub(super) fn link_all(
 }
 
 /// Links the records a part at a time and writes each part's links, review pairs and
-/// runners-up (`parts_scope`: a [`Scope::Part`]). A part is linked on a thread of its own while the
-/// next is read and the last written. Returns the most records a part held.
+/// runners-up. A part is linked on a thread of its own while the next is read and the last
+/// written. Returns the most records a part held.
 fn link_parts(
     tx: &Connection,
     config: &MatchConfig,
     oversized: &KeySet,
     components: &Components,
-    parts_scope: Scope,
     part_records: usize,
     affected: &mut BTreeSet<i64>,
     outcome: &mut LinkOutcome,
 ) -> Result<usize> {
+    // Whether any record was linked as the parts begin (they write only their own records).
+    let parts_scope = Scope::Part {
+        links_before: tx.query_row("SELECT EXISTS (SELECT 1 FROM person_link)", [], |r| {
+            r.get(0)
+        })?,
+    };
     let mut largest_part = 0;
     std::thread::scope(|scope| -> Result<usize> {
         let (to_link, loaded) = std::sync::mpsc::sync_channel::<(Vec<Prepared>, usize)>(1);
