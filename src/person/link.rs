@@ -262,10 +262,7 @@ pub(super) fn persist(
         };
         let (refs, in_clusters): (&[RecordRef], &[Cluster]) = match scope {
             Scope::Records(refs) => (refs, clusters),
-            Scope::Part { links_before: true } => (&[], clusters),
-            Scope::Part {
-                links_before: false,
-            } => (&[], &[]),
+            Scope::Part { links_before } => (&[], if *links_before { clusters } else { &[] }),
         };
         let mut stmt = tx.prepare_cached(
             "SELECT source, external_id, person_id, rule, score FROM person_link
