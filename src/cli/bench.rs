@@ -55,6 +55,8 @@ struct SourceFigures {
 struct Report {
     people: usize,
     limits: String,
+    /// The processor, its cores and memory: figures from different machines do not compare.
+    machine: String,
     records: u64,
     backfill_secs: f64,
     backfill_records_per_sec: f64,
@@ -122,6 +124,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut report = Report {
         people: args.people,
         limits: format!("{:?}", args.limits).to_lowercase(),
+        machine: machine::describe(),
         ..Report::default()
     };
 
@@ -614,8 +617,8 @@ fn render(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "caresync bench: {} people, limits {}",
-        r.people, r.limits
+        "caresync bench: {} people, limits {}\nmachine: {}",
+        r.people, r.limits, r.machine
     );
     let _ = writeln!(
         out,
@@ -750,6 +753,48 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("caresync-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// What the figures were measured on, from /proc (Linux); elsewhere the core count only.
+mod machine {
+    pub fn describe() -> String {
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| model_name(&info))
+            .unwrap_or_else(|| "unknown processor".to_string());
+        let memory = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|info| total_gib(&info))
+            .map_or(String::new(), |gib| format!(", {gib:.1} GiB"));
+        format!("{cpu}, {cores} cores{memory}")
+    }
+
+    fn model_name(cpuinfo: &str) -> Option<String> {
+        let line = cpuinfo.lines().find(|l| l.starts_with("model name"))?;
+        let name = line.split_once(':')?.1.trim();
+        (!name.is_empty()).then(|| name.to_string())
+    }
+
+    fn total_gib(meminfo: &str) -> Option<f64> {
+        let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / (1024.0 * 1024.0))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn reads_the_processor_and_memory() {
+            let cpuinfo =
+                "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n";
+            assert_eq!(super::model_name(cpuinfo).as_deref(), Some("AMD EPYC 7B13"));
+            assert_eq!(super::model_name("processor\t: 0\nmodel name\t:\n"), None);
+            let meminfo = "MemTotal:       24683520 kB\nMemFree:        1 kB\n";
+            let gib = super::total_gib(meminfo).unwrap();
+            assert!((gib - 23.54).abs() < 0.01, "{gib}");
+        }
+    }
 }
 
 /// Peak resident memory, from /proc (Linux); elsewhere the bench reports none.

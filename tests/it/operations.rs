@@ -1013,6 +1013,11 @@ fn bench_reports_every_stage() {
         String::from_utf8_lossy(&out.stderr)
     );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        r["machine"].as_str().is_some_and(|m| m.contains(" cores")),
+        "{}",
+        r["machine"]
+    );
     let records = r["records"].as_u64().unwrap();
     assert!(records > 400, "every source's records: {records}");
     let sources = r["sources"].as_array().unwrap();
