@@ -929,6 +929,36 @@ async fn forget_leaves_no_trace_and_the_person_does_not_come_back() {
     ]);
     assert!(ok, "set failed: {err}");
 
+    // Queued and not yet linked (a sync's changes), the records leave the queue too: it is
+    // keyed by record id, found through the raw records that the erasure removes.
+    let writable = rusqlite::Connection::open(h.db_path()).unwrap();
+    for (s, id) in &records {
+        writable
+            .execute(
+                "INSERT OR IGNORE INTO relink_queue (record_id, source, external_id)
+                 SELECT record_id, source, external_id FROM source_record
+                 WHERE source = ?1 AND external_id = ?2",
+                [s, id],
+            )
+            .unwrap();
+    }
+    drop(writable);
+    let queued = |h: &Harness| -> usize {
+        records
+            .iter()
+            .map(|(s, id)| {
+                h.db()
+                    .query_row(
+                        "SELECT count(*) FROM relink_queue WHERE source = ?1 AND external_id = ?2",
+                        [s, id],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .unwrap() as usize
+            })
+            .sum()
+    };
+    assert_eq!(queued(&h), records.len());
+
     let (ok, out, err) = h.cli(&[
         "forget",
         &person_id.to_string(),
@@ -936,6 +966,7 @@ async fn forget_leaves_no_trace_and_the_person_does_not_come_back() {
         "erasure request 42",
     ]);
     assert!(ok, "forget failed: {err}");
+    assert_eq!(queued(&h), 0, "queued records left after forget");
     assert!(out.contains(&format!("Erased person {person_id}")), "{out}");
     let remaining: Vec<String> = every_value(&h)
         .iter()
