@@ -352,13 +352,21 @@ pub(crate) enum KeyKind {
     BirthDateFamily,
     BirthDateGiven,
     /// Family-name Soundex + given-name group: only pairs with a side lacking a birth date.
+    /// Held only by records with a birth date or a given age, unless names alone can keep a
+    /// pair (see [`block_keys`]).
     Name,
     /// Postcode + family-name Soundex: only pairs with a side lacking a birth date.
     PostcodeFamily,
+    /// Family-name Soundex + given-name group + postcode area: only pairs with a side
+    /// lacking a birth date.
+    NameOutward,
+    /// Family-name Soundex + given-name group + landline: only pairs with a side lacking a
+    /// birth date (a care home's landline may be too common a block on its own).
+    NameLandline,
 }
 
 impl KeyKind {
-    const ALL: [KeyKind; 8] = [
+    const ALL: [KeyKind; 10] = [
         KeyKind::Nhs,
         KeyKind::Ni,
         KeyKind::Mailbox,
@@ -367,6 +375,8 @@ impl KeyKind {
         KeyKind::BirthDateGiven,
         KeyKind::Name,
         KeyKind::PostcodeFamily,
+        KeyKind::NameOutward,
+        KeyKind::NameLandline,
     ];
 
     fn from_u8(n: u8) -> Option<KeyKind> {
@@ -375,7 +385,10 @@ impl KeyKind {
 
     /// True when only pairs with at least one record lacking a birth date are compared.
     pub fn needs_missing_birth_date(self) -> bool {
-        matches!(self, KeyKind::Name | KeyKind::PostcodeFamily)
+        matches!(
+            self,
+            KeyKind::Name | KeyKind::PostcodeFamily | KeyKind::NameOutward | KeyKind::NameLandline
+        )
     }
 
     fn tag(self) -> &'static str {
@@ -388,6 +401,8 @@ impl KeyKind {
             KeyKind::BirthDateGiven => "dg",
             KeyKind::Name => "m",
             KeyKind::PostcodeFamily => "c",
+            KeyKind::NameOutward => "mo",
+            KeyKind::NameLandline => "ml",
         }
     }
 }
@@ -423,7 +438,15 @@ fn given_labels(token: &str) -> Vec<String> {
 }
 
 /// The blocking keys of a record, sorted by hash, without repeats.
-pub(crate) fn block_keys(f: &Features) -> Vec<BlockKey> {
+///
+/// Unless `names_alone_may_keep` (the weights let names and gender alone reach the score a
+/// pair is kept from), a pair lacking a birth date on a side is kept only with more evidence
+/// than its names: a given age, the same postcode area or landline, or a shared identifier
+/// (its own block). So a record's names are blocked on their own only when it has an age to
+/// compare (a birth date or a given age), and beside its postcode area and each landline
+/// otherwise; the namesakes that share nothing more are never compared (issue 7: they were
+/// 97% of a full link's comparisons, and grew with the square of the store).
+pub(crate) fn block_keys(f: &Features, names_alone_may_keep: bool) -> Vec<BlockKey> {
     let mut keys = Vec::with_capacity(10);
     if let Some(nhs) = f.nhs() {
         keys.push(key(KeyKind::Nhs, &[nhs]));
@@ -460,8 +483,20 @@ pub(crate) fn block_keys(f: &Features) -> Vec<BlockKey> {
         }
     }
     if let Some(code) = &family_code {
+        let has_age = f.birth_date.is_some() || f.given_age.is_some();
         for label in &labels {
-            keys.push(key(KeyKind::Name, &[code, label]));
+            if names_alone_may_keep || has_age {
+                keys.push(key(KeyKind::Name, &[code, label]));
+            }
+            if names_alone_may_keep {
+                continue;
+            }
+            if let Some(outward) = f.outward() {
+                keys.push(key(KeyKind::NameOutward, &[code, label, outward]));
+            }
+            for landline in f.landlines().iter() {
+                keys.push(key(KeyKind::NameLandline, &[code, label, landline]));
+            }
         }
         if let Some(postcode) = f.postcode() {
             keys.push(key(KeyKind::PostcodeFamily, &[postcode, code]));
@@ -565,7 +600,7 @@ mod tests {
             Features::default(),
         ];
         for f in &records {
-            let keys = block_keys(f);
+            let keys = block_keys(f, false);
             let blob = f.encode(&keys);
             let (back, back_keys) = Features::decode(&blob).expect("reads back");
             assert_eq!(format!("{back:?}"), format!("{f:?}"));
@@ -577,7 +612,7 @@ mod tests {
         }
         assert!(records[0].birth_date.is_some() && records[0].gender.is_some());
         assert_eq!(records[1].given_age, Some(87));
-        let blob = records[0].encode(&block_keys(&records[0]));
+        let blob = records[0].encode(&block_keys(&records[0], false));
         assert!(Features::decode(&blob[..30]).is_none(), "cut short");
     }
 }

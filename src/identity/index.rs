@@ -180,9 +180,14 @@ impl Prepared {
         })
     }
 
-    pub fn new(record: &InputRecord) -> Prepared {
+    pub fn new(config: &MatchConfig, record: &InputRecord) -> Prepared {
+        Self::blocked(record, config.names_alone_may_keep())
+    }
+
+    /// Prepared with every record's names blocked on their own (`names_alone`) or not.
+    pub(crate) fn blocked(record: &InputRecord, names_alone: bool) -> Prepared {
         let features = Features::from_values(&record.values);
-        let keys = block_keys(&features);
+        let keys = block_keys(&features, names_alone);
         Prepared {
             record: record.record.clone(),
             kind: record.kind,
@@ -194,10 +199,11 @@ impl Prepared {
 
 /// Prepares `items` on every core; `read` turns an item into a record (or skips it).
 pub fn prepare_all<T: Sync>(
+    config: &MatchConfig,
     items: &[T],
     read: impl Fn(&T) -> Option<InputRecord> + Sync,
 ) -> Vec<Prepared> {
-    parallel_map(items, |item| read(item).map(|r| Prepared::new(&r)))
+    parallel_map(items, |item| read(item).map(|r| Prepared::new(config, &r)))
         .into_iter()
         .flatten()
         .collect()
@@ -228,7 +234,7 @@ fn block_pairs(kind_needs_missing_dob: bool, n: u64, probes: u64) -> u64 {
 impl LinkIndex {
     /// Links every record. Duplicated references: the last one wins.
     pub fn build(config: MatchConfig, records: Vec<InputRecord>) -> LinkIndex {
-        let prepared = parallel_map(&records, Prepared::new);
+        let prepared = parallel_map(&records, |r| Prepared::new(&config, r));
         drop(records);
         Self::build_inner(config, prepared, None)
     }
@@ -238,6 +244,12 @@ impl LinkIndex {
     /// store, so the part links exactly as it would within the whole.
     pub fn build_part(config: MatchConfig, records: Vec<Prepared>, oversized: KeySet) -> LinkIndex {
         Self::build_inner(config, records, Some(oversized))
+    }
+
+    /// Links records prepared by the caller, the blocks' oversize judged among them.
+    #[cfg(test)]
+    pub(crate) fn build_prepared(config: MatchConfig, records: Vec<Prepared>) -> LinkIndex {
+        Self::build_inner(config, records, None)
     }
 
     fn build_inner(

@@ -39,7 +39,9 @@
 //!
 //! Candidate pairs come from blocking ([`features::block_keys`]): NHS, NI, mailbox, phone,
 //! birth date + family-name Soundex, birth date + given-name group, and — only for a record
-//! missing its birth date — family Soundex + given-name group, postcode + family Soundex.
+//! missing its birth date — postcode + family Soundex, family Soundex + given-name group with
+//! the postcode area or a landline, and family Soundex + given-name group alone between
+//! records that have an age to compare (names alone cannot keep a pair).
 //! A block whose comparisons would exceed [`MatchConfig::max_block_pairs`] is skipped (counted
 //! in [`LinkStats::oversized_blocks`]): missing a link is safe, a quadratic blow-up is not.
 //!
@@ -178,6 +180,37 @@ impl NotLinked {
 }
 
 impl MatchConfig {
+    /// Whether a pair can be kept on names and gender alone, with every other field that
+    /// has no block of its own at its best (see [`features::block_keys`]): then every
+    /// record's names are blocked on their own.
+    pub(crate) fn names_alone_may_keep(&self) -> bool {
+        let w = &self.weights;
+        let best = |weights: &[f64]| weights.iter().fold(0.0_f64, |a, &b| a.max(b));
+        let names = best(&[
+            w.given_exact,
+            w.given_variant,
+            w.given_typo,
+            w.given_initial,
+        ]) + best(&[
+            w.family_exact,
+            w.family_typo,
+            w.family_similar,
+            w.family_part,
+            w.family_differ,
+        ]);
+        let unblocked: f64 = [
+            w.gender_agree,
+            w.ni_differ,
+            w.email_differ,
+            w.phone_differ,
+            w.postcode_differ,
+        ]
+        .iter()
+        .map(|x| x.max(0.0))
+        .sum();
+        names + unblocked >= self.candidate_keep_score()
+    }
+
     /// The score from which an unvetoed pair is kept: a runner-up, or a pair that clustering
     /// reads (a rival or unique candidate).
     pub(crate) fn candidate_keep_score(&self) -> f64 {

@@ -450,3 +450,125 @@ fn letting_the_index_go_leaves_the_resolution_unchanged() {
     assert!(kept.stats.blocks > 0 && kept.stats.kept_pairs > 0);
     assert_eq!(index.into_resolution(), kept);
 }
+
+/// Names are blocked on their own only between records with an age to compare, and beside
+/// the postcode area or a landline otherwise: with the shipped weights names alone cannot keep
+/// a pair, so linking gives exactly what blocking every record's names gives (when neither
+/// way has a block too large to compare), with fewer comparisons.
+#[test]
+fn blocking_names_only_where_they_can_keep_a_pair_links_the_same() {
+    let config = MatchConfig::default();
+    assert!(!config.names_alone_may_keep());
+    for (people, seed) in [(3000, 3), (2500, 17)] {
+        let data = dataset(people, seed);
+        let link = |names_alone: bool| {
+            let prepared = data
+                .records
+                .iter()
+                .map(|r| Prepared::blocked(r, names_alone))
+                .collect();
+            LinkIndex::build_prepared(config.clone(), prepared).into_resolution()
+        };
+        let (narrow, every) = (link(false), link(true));
+        assert_eq!(every.stats.oversized_blocks, 0);
+        assert_eq!(narrow.stats.oversized_blocks, 0);
+        assert_eq!(narrow.clusters, every.clusters);
+        assert_eq!(narrow.review, every.review);
+        assert_eq!(narrow.stats.kept_pairs, every.stats.kept_pairs);
+        assert!(
+            narrow.stats.compared_pairs * 3 < every.stats.compared_pairs * 2,
+            "{} against {} comparisons",
+            narrow.stats.compared_pairs,
+            every.stats.compared_pairs
+        );
+    }
+}
+
+/// A record without a birth date or age still meets its namesake in the same postcode area
+/// or on the same landline; names alone are blocked for everyone when the settings let them
+/// keep a pair.
+#[test]
+fn names_meet_beside_a_postcode_area_or_landline() {
+    use Field::*;
+    // From another system: two records of one system are two people.
+    let undated = |id: &str, extra: (Field, &str)| InputRecord {
+        record: RecordRef::new("pace", id),
+        kind: SourceKind::PaceUsers,
+        ..input(
+            id,
+            &[
+                (GivenName, "Margaret"),
+                (FamilyName, "Okonjo"),
+                (Gender, "female"),
+                extra,
+            ],
+        )
+    };
+    let dated = input(
+        "dated",
+        &[
+            (GivenName, "Margaret"),
+            (FamilyName, "Okonjo"),
+            (Gender, "female"),
+            (BirthDate, "1941-05-06"),
+            (Postcode, "LS6 2AB"),
+            (Phone, "0113 496 0000"),
+        ],
+    );
+    let linked = |config: &MatchConfig, other: InputRecord| {
+        let res = resolve(config, vec![dated.clone(), other]);
+        res.clusters.len() == 1
+    };
+    let config = MatchConfig::default();
+    // Same postcode area, another postcode: 14 bits, a unique candidate.
+    assert!(linked(&config, undated("area", (Postcode, "LS6 9ZZ"))));
+    // A landline in common (5 bits more than names), even one too common to be a block of
+    // its own (a care home's), is enough to be kept and linked.
+    let care_home = MatchConfig {
+        max_block_pairs: 100,
+        ..MatchConfig::default()
+    };
+    let residents: Vec<InputRecord> = (0..30)
+        .map(|i| {
+            input(
+                &format!("resident{i}"),
+                &[
+                    (GivenName, ["Ann", "Bob", "Cy", "Di", "Ed"][i % 5]),
+                    (FamilyName, &format!("Resident{i}")),
+                    (BirthDate, &format!("1930-01-{:02}", i + 1)),
+                    (Phone, "0113 496 0000"),
+                ],
+            )
+        })
+        .collect();
+    let mut records = residents;
+    records.push(dated.clone());
+    records.push(undated("landline", (Phone, "0113 496 0000")));
+    let res = resolve(&care_home, records);
+    assert!(
+        res.stats.oversized_blocks > 0,
+        "the landline's own block is too large"
+    );
+    let together = res.clusters.iter().any(|c| {
+        let ids: Vec<&str> = c.records().map(|r| r.external_id.as_str()).collect();
+        ids.contains(&"dated") && ids.contains(&"landline")
+    });
+    assert!(together);
+    // Another area: names alone (12.5 bits) never reach the keep score.
+    assert!(!linked(&config, undated("elsewhere", (Postcode, "M1 1AA"))));
+
+    let names_alone = MatchConfig {
+        review_threshold: 12.0,
+        unique_link_threshold: 12.0,
+        ..MatchConfig::default()
+    };
+    assert!(names_alone.names_alone_may_keep());
+    assert!(linked(
+        &names_alone,
+        undated("elsewhere", (Postcode, "M1 1AA"))
+    ));
+    // Evidence against a pair that weighs for it makes names alone enough too.
+    let mut adversarial = MatchConfig::default();
+    adversarial.weights.postcode_differ = 1.0;
+    assert!(adversarial.names_alone_may_keep());
+}

@@ -80,7 +80,7 @@ pub(super) fn link_all(
     ] {
         tx.execute(&format!("DELETE FROM {table}"), [])?;
     }
-    let records = store_records(tx)?;
+    let records = store_records(tx, config)?;
     outcome.records_linked = records as usize;
     let stored_ms = started.elapsed().as_millis() as u64;
 
@@ -222,7 +222,7 @@ fn link_part(
 /// Prepares every live (not deleted upstream) canonical record a chunk at a time on every
 /// core (while the next chunk is read and the last stored) and stores it (`link_record`),
 /// rids in record order. Returns the number stored.
-fn store_records(tx: &Connection) -> Result<u32> {
+fn store_records(tx: &Connection, config: &MatchConfig) -> Result<u32> {
     type Row = (String, String, String, String);
     let deleted = deleted_upstream(tx)?;
     let mut stmt = tx.prepare(
@@ -254,7 +254,7 @@ fn store_records(tx: &Connection) -> Result<u32> {
         let (to_store, prepared) = std::sync::mpsc::sync_channel::<Vec<Prepared>>(1);
         scope.spawn(move || {
             for chunk in read {
-                let ready = prepare_all(&chunk, |(source, external_id, kind, values)| {
+                let ready = prepare_all(config, &chunk, |(source, external_id, kind, values)| {
                     input_record(source, external_id, kind, values)
                 });
                 if to_store.send(ready).is_err() {
@@ -1015,7 +1015,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::store::open(&dir.path().join("t.db")).unwrap();
         let record = &dataset(20, 1).records[0];
-        let prepared = Prepared::new(record);
+        let prepared = Prepared::new(&MatchConfig::default(), record);
         let insert = |rid: i64, features: Vec<u8>| {
             conn.execute(
                 "INSERT INTO link_record (rid, source, external_id, lacks_birth_date, keys, kind, features)

@@ -81,7 +81,10 @@ impl Linker {
         } else {
             let queue = read_queue(&tx)?;
             let prepare = |refs: &[RecordRef]| -> Result<Vec<Prepared>> {
-                Ok(load_live(&tx, refs)?.iter().map(Prepared::new).collect())
+                Ok(load_live(&tx, refs)?
+                    .iter()
+                    .map(|r| Prepared::new(&self.config, r))
+                    .collect())
             };
             let relinked = link_state::relink_neighbourhood(
                 &tx,

@@ -19,7 +19,7 @@ use crate::identity::{
 
 /// Bump when a code change alters how records are compared or blocked: the stored state is
 /// then rebuilt by a full link.
-const ALGORITHM_VERSION: u32 = 1;
+const ALGORITHM_VERSION: u32 = 2;
 
 /// The settings the state depends on. The day given ages are compared on moves daily and is
 /// left out: a pair is scored as of when one of its records last changed.
