@@ -1,6 +1,6 @@
 //! What matching reads from one record, normalised once, and the record's blocking keys.
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::normalise::{email_mailbox, is_generic_email, name_tokens, nickname_groups, soundex};
@@ -352,8 +352,7 @@ pub(crate) enum KeyKind {
     BirthDateFamily,
     BirthDateGiven,
     /// Family-name Soundex + given-name group: only pairs with a side lacking a birth date.
-    /// Held only by records with a birth date or a given age, unless names alone can keep a
-    /// pair (see [`block_keys`]).
+    /// Held only when names alone can keep a pair (see [`block_keys`]).
     Name,
     /// Postcode + family-name Soundex: only pairs with a side lacking a birth date.
     PostcodeFamily,
@@ -363,10 +362,13 @@ pub(crate) enum KeyKind {
     /// Family-name Soundex + given-name group + landline: only pairs with a side lacking a
     /// birth date (a care home's landline may be too common a block on its own).
     NameLandline,
+    /// Family-name Soundex + given-name group + the decade of the birth year (one a birth
+    /// date gives, or those a given age allows): only pairs with a side lacking a birth date.
+    NameEra,
 }
 
 impl KeyKind {
-    const ALL: [KeyKind; 10] = [
+    const ALL: [KeyKind; 11] = [
         KeyKind::Nhs,
         KeyKind::Ni,
         KeyKind::Mailbox,
@@ -377,6 +379,7 @@ impl KeyKind {
         KeyKind::PostcodeFamily,
         KeyKind::NameOutward,
         KeyKind::NameLandline,
+        KeyKind::NameEra,
     ];
 
     fn from_u8(n: u8) -> Option<KeyKind> {
@@ -387,7 +390,11 @@ impl KeyKind {
     pub fn needs_missing_birth_date(self) -> bool {
         matches!(
             self,
-            KeyKind::Name | KeyKind::PostcodeFamily | KeyKind::NameOutward | KeyKind::NameLandline
+            KeyKind::Name
+                | KeyKind::PostcodeFamily
+                | KeyKind::NameOutward
+                | KeyKind::NameLandline
+                | KeyKind::NameEra
         )
     }
 
@@ -403,6 +410,7 @@ impl KeyKind {
             KeyKind::PostcodeFamily => "c",
             KeyKind::NameOutward => "mo",
             KeyKind::NameLandline => "ml",
+            KeyKind::NameEra => "my",
         }
     }
 }
@@ -437,16 +445,40 @@ fn given_labels(token: &str) -> Vec<String> {
     }
 }
 
+/// What blocking reads of the matching settings ([`super::MatchConfig::blocking`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Blocking {
+    /// Names and gender alone can reach the score a pair is kept from.
+    pub names_alone: bool,
+    pub age_reference: NaiveDate,
+    pub age_tolerance: i64,
+}
+
+/// Birth years blocked together on names.
+const ERA_YEARS: i32 = 10;
+
+impl Blocking {
+    /// The birth years a given age gives some weight to (consistent or close), as of the
+    /// reference day, and a year later: a record is blocked as of when it last changed.
+    fn birth_years(&self, age: i64) -> std::ops::RangeInclusive<i64> {
+        // The lag of a stated age behind the age a birth date implies that scores.
+        let (lo, hi) = ((-self.age_tolerance).min(0), self.age_tolerance.max(1));
+        let year = i64::from(self.age_reference.year());
+        (year - age - 1 - hi)..=(year - age - lo + 1)
+    }
+}
+
 /// The blocking keys of a record, sorted by hash, without repeats.
 ///
-/// Unless `names_alone_may_keep` (the weights let names and gender alone reach the score a
-/// pair is kept from), a pair lacking a birth date on a side is kept only with more evidence
-/// than its names: a given age, the same postcode area or landline, or a shared identifier
-/// (its own block). So a record's names are blocked on their own only when it has an age to
-/// compare (a birth date or a given age), and beside its postcode area and each landline
-/// otherwise; the namesakes that share nothing more are never compared (issue 7: they were
-/// 97% of a full link's comparisons, and grew with the square of the store).
-pub(crate) fn block_keys(f: &Features, names_alone_may_keep: bool) -> Vec<BlockKey> {
+/// Unless names alone can keep a pair (`blocking.names_alone`: the weights let names and
+/// gender reach the score a pair is kept from), a pair lacking a birth date on a side is
+/// kept only with more evidence than its names: an age that fits, the same postcode area or
+/// landline, or a shared identifier (its own block). So names are blocked beside the decade
+/// of the birth year (a given age: the decades of the years it fits), the postcode area and
+/// each landline, never alone; the namesakes that share nothing more are never compared
+/// (issue 7: they were 97% of a full link's comparisons, and grew with the square of the
+/// store).
+pub(crate) fn block_keys(f: &Features, blocking: Blocking) -> Vec<BlockKey> {
     let mut keys = Vec::with_capacity(10);
     if let Some(nhs) = f.nhs() {
         keys.push(key(KeyKind::Nhs, &[nhs]));
@@ -483,13 +515,21 @@ pub(crate) fn block_keys(f: &Features, names_alone_may_keep: bool) -> Vec<BlockK
         }
     }
     if let Some(code) = &family_code {
-        let has_age = f.birth_date.is_some() || f.given_age.is_some();
+        let mut eras: Vec<String> = Vec::new();
+        if let Some(dob) = f.birth_date {
+            eras.push(dob.year().div_euclid(ERA_YEARS).to_string());
+        } else if let Some(age) = f.given_age.filter(|a| (0..=150).contains(a)) {
+            let years = blocking.birth_years(age);
+            let era = |y: i64| y.div_euclid(i64::from(ERA_YEARS));
+            eras.extend((era(*years.start())..=era(*years.end())).map(|e| e.to_string()));
+        }
         for label in &labels {
-            if names_alone_may_keep || has_age {
+            if blocking.names_alone {
                 keys.push(key(KeyKind::Name, &[code, label]));
-            }
-            if names_alone_may_keep {
                 continue;
+            }
+            for era in &eras {
+                keys.push(key(KeyKind::NameEra, &[code, label, era]));
             }
             if let Some(outward) = f.outward() {
                 keys.push(key(KeyKind::NameOutward, &[code, label, outward]));
@@ -512,6 +552,7 @@ pub(crate) fn block_keys(f: &Features, names_alone_may_keep: bool) -> Vec<BlockK
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::MatchConfig;
 
     fn features(fields: &[(Field, &str)]) -> Features {
         let values: CanonicalValues = fields
@@ -600,7 +641,7 @@ mod tests {
             Features::default(),
         ];
         for f in &records {
-            let keys = block_keys(f, false);
+            let keys = block_keys(f, MatchConfig::default().blocking());
             let blob = f.encode(&keys);
             let (back, back_keys) = Features::decode(&blob).expect("reads back");
             assert_eq!(format!("{back:?}"), format!("{f:?}"));
@@ -612,7 +653,7 @@ mod tests {
         }
         assert!(records[0].birth_date.is_some() && records[0].gender.is_some());
         assert_eq!(records[1].given_age, Some(87));
-        let blob = records[0].encode(&block_keys(&records[0], false));
+        let blob = records[0].encode(&block_keys(&records[0], MatchConfig::default().blocking()));
         assert!(Features::decode(&blob[..30]).is_none(), "cut short");
     }
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::compare::{GivenLevel, compare, contact_conflict, given_level};
-use super::features::{BlockKey, Features, block_keys};
+use super::features::{BlockKey, Blocking, Features, block_keys};
 use super::{
     Candidate, Cluster, InputRecord, Link, MatchConfig, Member, NotLinked, RecordRef, Resolution,
     Rule, Veto,
@@ -181,13 +181,12 @@ impl Prepared {
     }
 
     pub fn new(config: &MatchConfig, record: &InputRecord) -> Prepared {
-        Self::blocked(record, config.names_alone_may_keep())
+        Self::blocked(record, config.blocking())
     }
 
-    /// Prepared with every record's names blocked on their own (`names_alone`) or not.
-    pub(crate) fn blocked(record: &InputRecord, names_alone: bool) -> Prepared {
+    pub(crate) fn blocked(record: &InputRecord, blocking: Blocking) -> Prepared {
         let features = Features::from_values(&record.values);
-        let keys = block_keys(&features, names_alone);
+        let keys = block_keys(&features, blocking);
         Prepared {
             record: record.record.clone(),
             kind: record.kind,

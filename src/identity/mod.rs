@@ -39,9 +39,9 @@
 //!
 //! Candidate pairs come from blocking ([`features::block_keys`]): NHS, NI, mailbox, phone,
 //! birth date + family-name Soundex, birth date + given-name group, and — only for a record
-//! missing its birth date — postcode + family Soundex, family Soundex + given-name group with
-//! the postcode area or a landline, and family Soundex + given-name group alone between
-//! records that have an age to compare (names alone cannot keep a pair).
+//! missing its birth date — postcode + family Soundex, and family Soundex + given-name group
+//! with the postcode area, a landline or the decade of birth (a given age: the decades it
+//! fits). Names alone cannot keep a pair with these weights, so they are never a block alone.
 //! A block whose comparisons would exceed [`MatchConfig::max_block_pairs`] is skipped (counted
 //! in [`LinkStats::oversized_blocks`]): missing a link is safe, a quadratic blow-up is not.
 //!
@@ -180,6 +180,15 @@ impl NotLinked {
 }
 
 impl MatchConfig {
+    /// What blocking reads of the settings.
+    pub(crate) fn blocking(&self) -> features::Blocking {
+        features::Blocking {
+            names_alone: self.names_alone_may_keep(),
+            age_reference: self.age_reference,
+            age_tolerance: self.given_age_tolerance,
+        }
+    }
+
     /// Whether a pair can be kept on names and gender alone, with every other field that
     /// has no block of its own at its best (see [`features::block_keys`]): then every
     /// record's names are blocked on their own.
@@ -204,6 +213,7 @@ impl MatchConfig {
             w.email_differ,
             w.phone_differ,
             w.postcode_differ,
+            w.age_inconsistent,
         ]
         .iter()
         .map(|x| x.max(0.0))

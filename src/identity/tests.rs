@@ -462,10 +462,14 @@ fn blocking_names_only_where_they_can_keep_a_pair_links_the_same() {
     for (people, seed) in [(3000, 3), (2500, 17)] {
         let data = dataset(people, seed);
         let link = |names_alone: bool| {
+            let blocking = features::Blocking {
+                names_alone,
+                ..config.blocking()
+            };
             let prepared = data
                 .records
                 .iter()
-                .map(|r| Prepared::blocked(r, names_alone))
+                .map(|r| Prepared::blocked(r, blocking))
                 .collect();
             LinkIndex::build_prepared(config.clone(), prepared).into_resolution()
         };
@@ -571,4 +575,67 @@ fn names_meet_beside_a_postcode_area_or_landline() {
     let mut adversarial = MatchConfig::default();
     adversarial.weights.postcode_differ = 1.0;
     assert!(adversarial.names_alone_may_keep());
+}
+
+/// A given age meets, in a name-and-decade block, every birth date it gives weight to
+/// (consistent or close), and every given age it agrees with; still so when compared up to a
+/// year after it was blocked (a record is blocked as of when it last changed).
+#[test]
+fn a_given_age_meets_every_birth_date_and_age_it_fits() {
+    use features::{Features, KeyKind, block_keys};
+    let blocked_on = NaiveDate::from_ymd_opt(2026, 3, 15).unwrap();
+    let config = MatchConfig {
+        age_reference: blocked_on,
+        ..MatchConfig::default()
+    };
+    let ann = |extra: (Field, String)| {
+        let f = Features::from_values(&values(&[
+            (Field::GivenName, "Ann"),
+            (Field::FamilyName, "Lee"),
+            (extra.0, &extra.1),
+        ]));
+        let eras: Vec<u64> = block_keys(&f, config.blocking())
+            .into_iter()
+            .filter(|k| k.kind == KeyKind::NameEra)
+            .map(|k| k.hash)
+            .collect();
+        (f, eras)
+    };
+    let age_weighs = |compared_on: NaiveDate, a: &Features, b: &Features| {
+        let on = MatchConfig {
+            age_reference: compared_on,
+            ..config.clone()
+        };
+        compare::compare(&on, a, b)
+            .fields
+            .iter()
+            .any(|f| f.field == "given_age" && f.weight > 0.0)
+    };
+    let (mut fitting, mut apart) = (0, 0);
+    for age in [0, 1, 9, 40, 85, 104] {
+        let (probe, probe_eras) = ann((Field::GivenAge, age.to_string()));
+        assert!(!probe_eras.is_empty());
+        for later in [0, 200, 364] {
+            let compared_on = blocked_on + chrono::Days::new(later);
+            for day in (0..365 * 40).step_by(5) {
+                let born = NaiveDate::from_ymd_opt(2026 - age as i32 - 20, 1, 1).unwrap()
+                    + chrono::Days::new(day);
+                let (dated, dated_eras) = ann((Field::BirthDate, born.to_string()));
+                let meet = dated_eras.iter().any(|e| probe_eras.contains(e));
+                if age_weighs(compared_on, &probe, &dated) {
+                    fitting += 1;
+                    assert!(meet, "age {age}, born {born}, compared on {compared_on}");
+                } else if !meet {
+                    apart += 1;
+                }
+            }
+        }
+        for other in (age - 3).max(0)..=age + 3 {
+            let (them, their_eras) = ann((Field::GivenAge, other.to_string()));
+            if age_weighs(blocked_on, &probe, &them) {
+                assert!(their_eras.iter().any(|e| probe_eras.contains(e)));
+            }
+        }
+    }
+    assert!(fitting > 0 && apart > fitting, "{fitting} fitting, {apart} apart");
 }
