@@ -618,7 +618,7 @@ fn a_given_age_meets_every_birth_date_and_age_it_fits() {
         for later in [0, 200, 364] {
             let compared_on = blocked_on + chrono::Days::new(later);
             for day in (0..365 * 40).step_by(5) {
-                let born = NaiveDate::from_ymd_opt(2026 - age as i32 - 20, 1, 1).unwrap()
+                let born = NaiveDate::from_ymd_opt(2026 - age - 20, 1, 1).unwrap()
                     + chrono::Days::new(day);
                 let (dated, dated_eras) = ann((Field::BirthDate, born.to_string()));
                 let meet = dated_eras.iter().any(|e| probe_eras.contains(e));
@@ -637,5 +637,8 @@ fn a_given_age_meets_every_birth_date_and_age_it_fits() {
             }
         }
     }
-    assert!(fitting > 0 && apart > fitting, "{fitting} fitting, {apart} apart");
+    assert!(
+        fitting > 0 && apart > fitting,
+        "{fitting} fitting, {apart} apart"
+    );
 }
