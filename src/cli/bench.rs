@@ -84,6 +84,8 @@ struct Report {
     link_all_secs: Option<f64>,
     link_all_records: Option<u64>,
     link_all_persons: Option<u64>,
+    /// Pairs of records the full link compared.
+    link_all_compared_pairs: Option<u64>,
     /// `plan` over every person, with every field of every writable source pushed.
     plan_secs: Option<f64>,
     plan_writes: Option<u64>,
@@ -222,6 +224,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         report.link_all_secs = Some(secs);
         report.link_all_records = Some(outcome.records_linked as u64);
         report.link_all_persons = Some(outcome.persons_written as u64);
+        report.link_all_compared_pairs = Some(outcome.compared_pairs);
         settle(&store).await?;
         let (secs, writes, refused) = plan_all(&config).await?;
         report.plan_secs = Some(secs);
@@ -686,6 +689,14 @@ fn render(r: &Report) -> String {
         );
         let _ = writeln!(out, "  records            {:>12}", records);
         let _ = writeln!(out, "  persons written    {:>12}", persons);
+        if let Some(pairs) = r.link_all_compared_pairs {
+            let _ = writeln!(
+                out,
+                "  pairs compared     {:>12}   ({:.2} a record)",
+                pairs,
+                pairs as f64 / records.max(1) as f64
+            );
+        }
         let _ = writeln!(out, "  wall time          {:>12.2} s", secs);
     }
     if let (Some(secs), Some(writes), Some(refused)) = (r.plan_secs, r.plan_writes, r.plan_refused)

@@ -86,6 +86,7 @@ pub(super) fn link_all(
 
     let oversized = write_blocks(tx, config, limits.entries_per_pass)?;
     let (pairs, compared) = score_blocks(tx, config, &oversized, limits.score_batch)?;
+    outcome.compared_pairs = compared;
     write_pairs(tx, &pairs)?;
     let scored_ms = started.elapsed().as_millis() as u64;
 

@@ -37,6 +37,8 @@ pub struct LinkOutcome {
     pub links_removed: usize,
     pub persons_written: usize,
     pub persons_removed: usize,
+    /// Pairs of records compared (blocking's yield: near-linear in the records).
+    pub compared_pairs: u64,
     pub millis: u128,
 }
 
@@ -94,6 +96,7 @@ impl Linker {
                 prepare,
             )?;
             outcome.records_linked = relinked.affected.len();
+            outcome.compared_pairs = relinked.compared_pairs;
             let changed_values: HashSet<RecordRef> = queue.into_iter().collect();
             let first_new_id = next_person_id(&tx)?;
             let mut affected = BTreeSet::new();

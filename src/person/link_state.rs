@@ -205,6 +205,7 @@ pub(super) struct Relinked {
     pub affected: Vec<RecordRef>,
     pub clusters: Vec<Cluster>,
     pub review: Vec<Candidate>,
+    pub compared_pairs: u64,
 }
 
 /// Re-links the neighbourhood of `queue`, whose live records are `live` (the others were
@@ -377,6 +378,7 @@ pub(super) fn relink_neighbourhood(
         .collect();
     let index = LinkIndex::build_part(config.clone(), records, oversized);
     let resolution = index.resolution();
+    let compared_pairs = resolution.stats.compared_pairs;
     let clusters: Vec<Cluster> = resolution
         .clusters
         .into_iter()
@@ -426,6 +428,7 @@ pub(super) fn relink_neighbourhood(
         affected: affected.into_iter().collect(),
         clusters,
         review,
+        compared_pairs,
     })
 }
 

@@ -1068,6 +1068,12 @@ fn bench_reports_every_stage() {
     }
     assert_eq!(r["nochange_sync_rows_written"], 0);
     assert_eq!(r["link_all_records"].as_u64(), Some(records));
+    // Blocking's yield: a few comparisons a record, not every namesake.
+    let compared = r["link_all_compared_pairs"].as_u64().unwrap();
+    assert!(
+        compared > records / 4 && compared < records * 4,
+        "{compared} pairs compared for {records} records"
+    );
     let persons = r["link_all_persons"].as_u64().unwrap();
     assert!(
         persons * 2 > records && persons < records,
