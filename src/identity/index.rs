@@ -184,6 +184,7 @@ impl Prepared {
         Self::blocked(record, config.blocking())
     }
 
+    /// Prepared with blocking settings of the caller's choosing.
     pub(crate) fn blocked(record: &InputRecord, blocking: Blocking) -> Prepared {
         let features = Features::from_values(&record.values);
         let keys = block_keys(&features, blocking);

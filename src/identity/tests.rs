@@ -451,10 +451,10 @@ fn letting_the_index_go_leaves_the_resolution_unchanged() {
     assert_eq!(index.into_resolution(), kept);
 }
 
-/// Names are blocked on their own only between records with an age to compare, and beside
-/// the postcode area or a landline otherwise: with the shipped weights names alone cannot keep
-/// a pair, so linking gives exactly what blocking every record's names gives (when neither
-/// way has a block too large to compare), with fewer comparisons.
+/// Names are blocked beside the decade of birth, the postcode area and each landline, never
+/// alone: with the shipped weights names alone cannot keep a pair, so linking gives exactly
+/// what blocking every record's names alone gives (when neither way has a block too large to
+/// compare), with fewer comparisons.
 #[test]
 fn blocking_names_only_where_they_can_keep_a_pair_links_the_same() {
     let config = MatchConfig::default();
