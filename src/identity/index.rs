@@ -203,10 +203,13 @@ pub fn prepare_all<T: Sync>(
     items: &[T],
     read: impl Fn(&T) -> Option<InputRecord> + Sync,
 ) -> Vec<Prepared> {
-    parallel_map(items, |item| read(item).map(|r| Prepared::new(config, &r)))
-        .into_iter()
-        .flatten()
-        .collect()
+    let blocking = config.blocking();
+    parallel_map(items, |item| {
+        read(item).map(|r| Prepared::blocked(&r, blocking))
+    })
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// Links `records` from scratch.
@@ -234,7 +237,8 @@ fn block_pairs(kind_needs_missing_dob: bool, n: u64, probes: u64) -> u64 {
 impl LinkIndex {
     /// Links every record. Duplicated references: the last one wins.
     pub fn build(config: MatchConfig, records: Vec<InputRecord>) -> LinkIndex {
-        let prepared = parallel_map(&records, |r| Prepared::new(&config, r));
+        let blocking = config.blocking();
+        let prepared = parallel_map(&records, |r| Prepared::blocked(r, blocking));
         drop(records);
         Self::build_inner(config, prepared, None)
     }
