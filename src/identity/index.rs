@@ -180,12 +180,8 @@ impl Prepared {
         })
     }
 
-    pub fn new(config: &MatchConfig, record: &InputRecord) -> Prepared {
-        Self::blocked(record, config.blocking())
-    }
-
-    /// Prepared with blocking settings of the caller's choosing.
-    pub(crate) fn blocked(record: &InputRecord, blocking: Blocking) -> Prepared {
+    /// `blocking`: [`MatchConfig::blocking`], read once for many records.
+    pub(crate) fn new(record: &InputRecord, blocking: Blocking) -> Prepared {
         let features = Features::from_values(&record.values);
         let keys = block_keys(&features, blocking);
         Prepared {
@@ -205,7 +201,7 @@ pub fn prepare_all<T: Sync>(
 ) -> Vec<Prepared> {
     let blocking = config.blocking();
     parallel_map(items, |item| {
-        read(item).map(|r| Prepared::blocked(&r, blocking))
+        read(item).map(|r| Prepared::new(&r, blocking))
     })
     .into_iter()
     .flatten()
@@ -238,7 +234,7 @@ impl LinkIndex {
     /// Links every record. Duplicated references: the last one wins.
     pub fn build(config: MatchConfig, records: Vec<InputRecord>) -> LinkIndex {
         let blocking = config.blocking();
-        let prepared = parallel_map(&records, |r| Prepared::blocked(r, blocking));
+        let prepared = parallel_map(&records, |r| Prepared::new(r, blocking));
         drop(records);
         Self::build_inner(config, prepared, None)
     }

@@ -469,7 +469,7 @@ fn blocking_names_only_where_they_can_keep_a_pair_links_the_same() {
             let prepared = data
                 .records
                 .iter()
-                .map(|r| Prepared::blocked(r, blocking))
+                .map(|r| Prepared::new(r, blocking))
                 .collect();
             LinkIndex::build_prepared(config.clone(), prepared).into_resolution()
         };

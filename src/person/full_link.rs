@@ -1016,7 +1016,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::store::open(&dir.path().join("t.db")).unwrap();
         let record = &dataset(20, 1).records[0];
-        let prepared = Prepared::new(&MatchConfig::default(), record);
+        let prepared = Prepared::new(record, MatchConfig::default().blocking());
         let insert = |rid: i64, features: Vec<u8>| {
             conn.execute(
                 "INSERT INTO link_record (rid, source, external_id, lacks_birth_date, keys, kind, features)

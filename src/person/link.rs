@@ -82,10 +82,11 @@ impl Linker {
             )?;
         } else {
             let queue = read_queue(&tx)?;
+            let blocking = self.config.blocking();
             let prepare = |refs: &[RecordRef]| -> Result<Vec<Prepared>> {
                 Ok(load_live(&tx, refs)?
                     .iter()
-                    .map(|r| Prepared::new(&self.config, r))
+                    .map(|r| Prepared::new(r, blocking))
                     .collect())
             };
             let relinked = link_state::relink_neighbourhood(

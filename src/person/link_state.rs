@@ -557,6 +557,7 @@ pub(super) mod tests {
 
             let mut rng = ChaCha8Rng::seed_from_u64(7);
             let mut removed: Vec<InputRecord> = Vec::new();
+            let mut compared_in_rounds = 0;
             for round in 0..6 {
                 let mut changed = 0;
                 for _ in 0..rng.gen_range(8..24) {
@@ -678,6 +679,13 @@ pub(super) mod tests {
                     outcome.records_linked,
                     records.len()
                 );
+                assert!(
+                    outcome.compared_pairs < first.compared_pairs,
+                    "round {round}: {} pairs compared, {} by the full link",
+                    outcome.compared_pairs,
+                    first.compared_pairs
+                );
+                compared_in_rounds += outcome.compared_pairs;
                 let incremental = linked_tables(&conn);
                 let full = full_relink(&conn, dir.path(), round, &config);
                 let only_inc: Vec<_> = incremental
@@ -696,6 +704,10 @@ pub(super) mod tests {
                     config.max_block_pairs
                 );
             }
+            assert!(
+                compared_in_rounds > 0,
+                "the neighbourhoods compared nothing"
+            );
         }
     }
 
