@@ -38,7 +38,10 @@ pub(super) struct Limits {
     /// Block memberships held while `link_key` is written: the keys are split into ranges
     /// of about this many.
     pub entries_per_pass: i64,
-    /// Block members scored at a time: their features read back, then scored on every core.
+    /// Block members scored at a time: their stored features read back, then decoded and
+    /// scored on every core. The features are held encoded (a few hundred bytes a record), so
+    /// a batch can be large: each batch reads pages from all over `link_record`, and fewer,
+    /// larger batches read fewer pages.
     pub score_batch: usize,
 }
 
@@ -46,7 +49,7 @@ impl Limits {
     pub const DEFAULT: Limits = Limits {
         part_records: 4096,
         entries_per_pass: 1 << 20,
-        score_batch: 16 * 1024,
+        score_batch: 64 * 1024,
     };
 }
 
@@ -149,19 +152,21 @@ fn link_parts(
     };
     let mut largest_part = 0;
     std::thread::scope(|scope| -> Result<usize> {
-        let (to_link, loaded) = std::sync::mpsc::sync_channel::<(Vec<Prepared>, usize)>(1);
-        let (to_write, linked) = std::sync::mpsc::sync_channel::<(Vec<Cluster>, Vec<Candidate>)>(1);
+        let (to_link, loaded) = std::sync::mpsc::sync_channel::<(StoredFeatures, usize)>(1);
+        let (to_write, linked) =
+            std::sync::mpsc::sync_channel::<Result<(Vec<Cluster>, Vec<Candidate>)>>(1);
         scope.spawn(move || {
-            for (records, in_part) in loaded {
-                if to_write
-                    .send(link_part(config, oversized, records, in_part))
-                    .is_err()
-                {
+            for (stored, in_part) in loaded {
+                let linked = stored
+                    .decode_all()
+                    .map(|records| link_part(config, oversized, records, in_part));
+                if to_write.send(linked).is_err() {
                     break;
                 }
             }
         });
-        let mut write = |(clusters, review): (Vec<Cluster>, Vec<Candidate>)| {
+        let mut write = |linked: Result<(Vec<Cluster>, Vec<Candidate>)>| {
+            let (clusters, review) = linked?;
             persist(
                 tx,
                 &clusters,
@@ -175,8 +180,8 @@ fn link_parts(
         let mut in_flight = 0;
         for part in components.parts(part_records) {
             largest_part = largest_part.max(part.len());
-            let records = load_records(tx, &components.with_rim(part), Names::Read)?;
-            if to_link.send((records, part.len())).is_err() {
+            let stored = StoredFeatures::read(tx, components.with_rim(part), Names::Read)?;
+            if to_link.send((stored, part.len())).is_err() {
                 break;
             }
             in_flight += 1;
@@ -393,13 +398,13 @@ fn score_blocks(
     score_batch_members: usize,
 ) -> Result<(Vec<KeptPair>, u64)> {
     std::thread::scope(|scope| -> Result<(Vec<KeptPair>, u64)> {
-        let (to_score, ready) = std::sync::mpsc::sync_channel::<ScoreBatch>(1);
-        let scorer = scope.spawn(move || {
+        let (to_score, ready) = std::sync::mpsc::sync_channel::<ScoreBatch>(0);
+        let scorer = scope.spawn(move || -> Result<(Vec<KeptPair>, u64)> {
             let (mut kept, mut compared) = (Vec::new(), 0);
             for batch in ready {
-                compared += batch.score(config, oversized, &mut kept);
+                compared += batch.score(config, oversized, &mut kept)?;
             }
-            (kept, compared)
+            Ok((kept, compared))
         });
         // The batch's members, block after block; a block is a range of them.
         let mut members: Vec<KeyEntry> = Vec::with_capacity(score_batch_members);
@@ -455,7 +460,7 @@ fn score_blocks(
         drop(to_score);
         let (mut kept, compared) = scorer
             .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))?;
         kept.sort_unstable();
         kept.dedup();
         Ok((kept, compared))
@@ -463,12 +468,11 @@ fn score_blocks(
 }
 
 /// Blocks ready to score: their members block after block, each block a range of them, and
-/// the members' records (by rid, in rid order).
+/// the members' stored features.
 struct ScoreBatch {
     members: Vec<KeyEntry>,
     blocks: Vec<(KeyOf, std::ops::Range<usize>)>,
-    rids: Vec<u32>,
-    records: Vec<Prepared>,
+    stored: StoredFeatures,
 }
 
 impl ScoreBatch {
@@ -481,33 +485,39 @@ impl ScoreBatch {
         let mut rids: Vec<u32> = members.iter().map(|m| m.rid).collect();
         rids.sort_unstable();
         rids.dedup();
-        let records = load_records(tx, &rids, Names::Skip)?;
+        let stored = StoredFeatures::read(tx, rids, Names::Skip)?;
         Ok(ScoreBatch {
             members,
             blocks,
-            rids,
-            records,
+            stored,
         })
     }
 
-    /// Scores the blocks on every core; pushes the kept pairs, returns the number compared.
-    fn score(&self, config: &MatchConfig, oversized: &KeySet, kept: &mut Vec<KeptPair>) -> u64 {
-        let of = |rid: u32| self.rids.binary_search(&rid).ok().map(|i| &self.records[i]);
-        let results = parallel_map(&self.blocks, |(key, range)| {
-            let members: Vec<(u32, &Prepared)> = self.members[range.clone()]
+    /// Scores the blocks on every core, decoding each block's members there; pushes the kept
+    /// pairs, returns the number compared.
+    fn score(
+        &self,
+        config: &MatchConfig,
+        oversized: &KeySet,
+        kept: &mut Vec<KeptPair>,
+    ) -> Result<u64> {
+        let results = parallel_map(&self.blocks, |(key, range)| -> Result<_> {
+            let records = self.members[range.clone()]
                 .iter()
-                .filter_map(|m| Some((m.rid, of(m.rid)?)))
-                .collect();
+                .map(|m| Ok((m.rid, self.stored.decode(m.rid)?)))
+                .collect::<Result<Vec<(u32, Prepared)>>>()?;
+            let members: Vec<(u32, &Prepared)> = records.iter().map(|(r, p)| (*r, p)).collect();
             let mut found = Vec::new();
             let compared = score_block(config, oversized, *key, &members, &mut found);
-            (found, compared)
+            Ok((found, compared))
         });
         let mut compared = 0;
-        for (found, n) in results {
+        for result in results {
+            let (found, n) = result?;
             kept.extend(found);
             compared += n;
         }
-        compared
+        Ok(compared)
     }
 }
 
@@ -701,26 +711,115 @@ enum Names {
     Skip,
 }
 
-/// The stored records `rids`, prepared from their stored features.
-fn load_records(tx: &Connection, rids: &[u32], names: Names) -> Result<Vec<Prepared>> {
-    let mut read = tx.prepare_cached(match names {
-        Names::Read => "SELECT kind, features, source, external_id FROM link_record WHERE rid = ?1",
-        Names::Skip => "SELECT kind, features FROM link_record WHERE rid = ?1",
-    })?;
-    rids.iter()
-        .map(|rid| {
+/// Stored records as read from `link_record`, in the order asked for, their features still
+/// encoded. The connection's thread only copies bytes; the thread that uses the
+/// records decodes them.
+struct StoredFeatures {
+    rids: Vec<u32>,
+    records: Vec<RecordRef>,
+    kinds: Vec<SourceKind>,
+    features: Chunks,
+}
+
+/// Byte strings back to back in chunks of a fixed size, none split across two: memory is the
+/// bytes themselves, not a doubling buffer's slack or an allocation each.
+#[derive(Default)]
+struct Chunks {
+    chunks: Vec<Vec<u8>>,
+    /// Each string's chunk and range in it.
+    spans: Vec<(u32, std::ops::Range<u32>)>,
+}
+
+impl Chunks {
+    const CHUNK_BYTES: usize = 1 << 20;
+
+    fn push(&mut self, bytes: &[u8]) {
+        if self
+            .chunks
+            .last()
+            .is_none_or(|c| c.len() + bytes.len() > c.capacity())
+        {
+            self.chunks
+                .push(Vec::with_capacity(Self::CHUNK_BYTES.max(bytes.len())));
+        }
+        let (at, chunk) = (
+            self.chunks.len() - 1,
+            self.chunks.last_mut().expect("pushed"),
+        );
+        let from = chunk.len();
+        chunk.extend_from_slice(bytes);
+        self.spans
+            .push((at as u32, from as u32..chunk.len() as u32));
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        let (at, range) = &self.spans[i];
+        &self.chunks[*at as usize][range.start as usize..range.end as usize]
+    }
+}
+
+impl StoredFeatures {
+    /// Reads the records `rids` (with their names if asked: scoring needs only features).
+    fn read(tx: &Connection, rids: Vec<u32>, names: Names) -> Result<StoredFeatures> {
+        let mut read = tx.prepare_cached(match names {
+            Names::Read => {
+                "SELECT kind, features, source, external_id FROM link_record WHERE rid = ?1"
+            }
+            Names::Skip => "SELECT kind, features FROM link_record WHERE rid = ?1",
+        })?;
+        let mut stored = StoredFeatures {
+            records: Vec::with_capacity(if names == Names::Read { rids.len() } else { 0 }),
+            kinds: Vec::with_capacity(rids.len()),
+            features: Chunks::default(),
+            rids: Vec::new(),
+        };
+        for rid in &rids {
             read.query_row([rid], |r| {
-                let record = match names {
-                    Names::Read => RecordRef::new(r.get::<_, String>(2)?, r.get::<_, String>(3)?),
-                    Names::Skip => RecordRef::new("", ""),
-                };
+                if names == Names::Read {
+                    stored.records.push(RecordRef::new(
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                    ));
+                }
                 let kind = r.get_ref(0)?.as_str()?.parse::<SourceKind>().ok();
-                let features = r.get_ref(1)?.as_blob()?;
-                Ok(kind.and_then(|k| Prepared::decode(record, k, features)))
+                stored.features.push(r.get_ref(1)?.as_blob()?);
+                Ok(kind)
             })?
-            .with_context(|| format!("link_record {rid}: its stored features cannot be read"))
+            .map(|kind| stored.kinds.push(kind))
+            .with_context(|| format!("link_record {rid}: its stored kind is not known"))?;
+        }
+        stored.rids = rids;
+        Ok(stored)
+    }
+
+    /// The record at `i` in the order read.
+    fn decode_at(&self, i: usize) -> Result<Prepared> {
+        let record = self
+            .records
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| RecordRef::new("", ""));
+        Prepared::decode(record, self.kinds[i], self.features.get(i)).with_context(|| {
+            format!(
+                "link_record {}: its stored features cannot be read",
+                self.rids[i]
+            )
         })
-        .collect()
+    }
+
+    /// The record `rid`, of records read in rid order.
+    fn decode(&self, rid: u32) -> Result<Prepared> {
+        let i = self
+            .rids
+            .binary_search(&rid)
+            .map_err(|_| anyhow::anyhow!("link_record {rid} was not read"))?;
+        self.decode_at(i)
+    }
+
+    /// Every record, in the order read.
+    fn decode_all(&self) -> Result<Vec<Prepared>> {
+        (0..self.rids.len()).map(|i| self.decode_at(i)).collect()
+    }
 }
 
 #[cfg(test)]
@@ -1009,6 +1108,31 @@ mod tests {
         assert_eq!(results[1], results[2]);
     }
 
+    /// Strings come back whole and in order, across chunk boundaries and larger than a chunk.
+    #[test]
+    fn chunks_keep_each_string_whole() {
+        let strings: Vec<Vec<u8>> = (0..3000usize)
+            .map(|i| {
+                vec![
+                    (i % 251) as u8;
+                    if i == 1500 {
+                        Chunks::CHUNK_BYTES + 7
+                    } else {
+                        i % 700
+                    }
+                ]
+            })
+            .collect();
+        let mut chunks = Chunks::default();
+        for s in &strings {
+            chunks.push(s);
+        }
+        assert!(chunks.chunks.len() > 2);
+        for (i, s) in strings.iter().enumerate() {
+            assert_eq!(chunks.get(i), &s[..], "string {i}");
+        }
+    }
+
     /// A stored record whose features cannot be read is an error naming it, not a record
     /// linked on empty features; a readable one loads with or without its names.
     #[test]
@@ -1029,7 +1153,9 @@ mod tests {
         let mut damaged = prepared.encode();
         damaged[0] = 0;
         insert(8, damaged);
-        let named = load_records(&conn, &[7], Names::Read).unwrap();
+        let load =
+            |rids: &[u32], names| StoredFeatures::read(&conn, rids.to_vec(), names)?.decode_all();
+        let named = load(&[7], Names::Read).unwrap();
         assert_eq!(
             named[0].record(),
             &RecordRef::new("s7", &record.record.external_id)
@@ -1038,9 +1164,9 @@ mod tests {
             named[0].keys().collect::<Vec<_>>(),
             prepared.keys().collect::<Vec<_>>()
         );
-        let nameless = load_records(&conn, &[7], Names::Skip).unwrap();
+        let nameless = load(&[7], Names::Skip).unwrap();
         assert_eq!(nameless[0].record(), &RecordRef::new("", ""));
-        let Err(err) = load_records(&conn, &[7, 8], Names::Skip) else {
+        let Err(err) = load(&[7, 8], Names::Skip) else {
             panic!("damaged features were read");
         };
         assert!(format!("{err:#}").contains("link_record 8"), "{err:#}");
