@@ -39,9 +39,9 @@ pub(super) struct Limits {
     /// of about this many.
     pub entries_per_pass: i64,
     /// Block members scored at a time: their stored features read back, then decoded and
-    /// scored on every core. The features are held encoded (a few hundred bytes a record), so
-    /// a batch can be large: each batch reads pages from all over `link_record`, and fewer,
-    /// larger batches read fewer pages.
+    /// scored on every core. Each batch reads pages from all over `link_record`, so fewer,
+    /// larger batches read fewer pages; held encoded (about 200 bytes a record), a batch of
+    /// 32k costs about 6 MB, and two are held at a time (one read while one is scored).
     pub score_batch: usize,
 }
 
@@ -49,7 +49,7 @@ impl Limits {
     pub const DEFAULT: Limits = Limits {
         part_records: 4096,
         entries_per_pass: 1 << 20,
-        score_batch: 64 * 1024,
+        score_batch: 32 * 1024,
     };
 }
 
@@ -493,27 +493,33 @@ impl ScoreBatch {
         })
     }
 
-    /// Scores the blocks on every core, decoding each block's members there; pushes the kept
-    /// pairs, returns the number compared.
+    /// Decodes the members once (a record may be in several of the batch's blocks), then
+    /// scores the blocks on every core; pushes the kept pairs, returns the number compared.
     fn score(
-        &self,
+        self,
         config: &MatchConfig,
         oversized: &KeySet,
         kept: &mut Vec<KeptPair>,
     ) -> Result<u64> {
-        let results = parallel_map(&self.blocks, |(key, range)| -> Result<_> {
-            let records = self.members[range.clone()]
+        let ScoreBatch {
+            members,
+            blocks,
+            stored,
+        } = self;
+        let records = stored.decode_all()?;
+        let rids = stored.rids;
+        let of = |rid: u32| rids.binary_search(&rid).ok().map(|i| &records[i]);
+        let results = parallel_map(&blocks, |(key, range)| {
+            let members: Vec<(u32, &Prepared)> = members[range.clone()]
                 .iter()
-                .map(|m| Ok((m.rid, self.stored.decode(m.rid)?)))
-                .collect::<Result<Vec<(u32, Prepared)>>>()?;
-            let members: Vec<(u32, &Prepared)> = records.iter().map(|(r, p)| (*r, p)).collect();
+                .filter_map(|m| Some((m.rid, of(m.rid)?)))
+                .collect();
             let mut found = Vec::new();
             let compared = score_block(config, oversized, *key, &members, &mut found);
-            Ok((found, compared))
+            (found, compared)
         });
         let mut compared = 0;
-        for result in results {
-            let (found, n) = result?;
+        for (found, n) in results {
             kept.extend(found);
             compared += n;
         }
@@ -712,8 +718,8 @@ enum Names {
 }
 
 /// Stored records as read from `link_record`, in the order asked for, their features still
-/// encoded. The connection's thread only copies bytes; the thread that uses the
-/// records decodes them.
+/// encoded: the connection's thread only copies bytes, and the thread that uses the records
+/// decodes them.
 struct StoredFeatures {
     rids: Vec<u32>,
     records: Vec<RecordRef>,
@@ -731,7 +737,7 @@ struct Chunks {
 }
 
 impl Chunks {
-    const CHUNK_BYTES: usize = 1 << 20;
+    const CHUNK_BYTES: usize = 1 << 16;
 
     fn push(&mut self, bytes: &[u8]) {
         if self
@@ -805,15 +811,6 @@ impl StoredFeatures {
                 self.rids[i]
             )
         })
-    }
-
-    /// The record `rid`, of records read in rid order.
-    fn decode(&self, rid: u32) -> Result<Prepared> {
-        let i = self
-            .rids
-            .binary_search(&rid)
-            .map_err(|_| anyhow::anyhow!("link_record {rid} was not read"))?;
-        self.decode_at(i)
     }
 
     /// Every record, in the order read.
