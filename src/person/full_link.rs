@@ -38,10 +38,11 @@ pub(super) struct Limits {
     /// Block memberships held while `link_key` is written: the keys are split into ranges
     /// of about this many.
     pub entries_per_pass: i64,
-    /// Block members scored at a time: their stored features read back, then decoded and
-    /// scored on every core. Each batch reads pages from all over `link_record`, so fewer,
-    /// larger batches read fewer pages; held encoded (about 200 bytes a record), a batch of
-    /// 32k costs about 6 MB, and two are held at a time (one read while one is scored).
+    /// Block members scored at a time: their stored features read back (encoded, about 200
+    /// bytes a record), then decoded on the scoring thread and scored on every core. Each
+    /// batch reads pages from all over `link_record`, so fewer, larger batches read fewer
+    /// pages; two are held at a time (one read while one is scored), and 64k held about 40 MB
+    /// more than 16k at 1M records.
     pub score_batch: usize,
 }
 
@@ -1167,5 +1168,17 @@ mod tests {
             panic!("damaged features were read");
         };
         assert!(format!("{err:#}").contains("link_record 8"), "{err:#}");
+        conn.execute(
+            "UPDATE link_record SET kind = 'no_such_kind' WHERE rid = 7",
+            [],
+        )
+        .unwrap();
+        let Err(err) = load(&[7], Names::Read) else {
+            panic!("a record of an unknown kind was read");
+        };
+        assert!(
+            format!("{err:#}").contains("link_record 7: its stored kind is not known"),
+            "{err:#}"
+        );
     }
 }
