@@ -515,27 +515,29 @@ pub(crate) fn block_keys(f: &Features, blocking: Blocking) -> Vec<BlockKey> {
         }
     }
     if let Some(code) = &family_code {
-        let mut eras: Vec<String> = Vec::new();
-        if let Some(dob) = f.birth_date {
-            eras.push(dob.year().div_euclid(ERA_YEARS).to_string());
-        } else if let Some(age) = f.given_age.filter(|a| (0..=150).contains(a)) {
-            let years = blocking.birth_years(age);
-            let era = |y: i64| y.div_euclid(i64::from(ERA_YEARS));
-            eras.extend((era(*years.start())..=era(*years.end())).map(|e| e.to_string()));
-        }
-        for label in &labels {
-            if blocking.names_alone {
+        if blocking.names_alone {
+            for label in &labels {
                 keys.push(key(KeyKind::Name, &[code, label]));
-                continue;
             }
-            for era in &eras {
-                keys.push(key(KeyKind::NameEra, &[code, label, era]));
+        } else {
+            let mut eras: Vec<String> = Vec::new();
+            if let Some(dob) = f.birth_date {
+                eras.push(dob.year().div_euclid(ERA_YEARS).to_string());
+            } else if let Some(age) = f.given_age.filter(|a| (0..=150).contains(a)) {
+                let years = blocking.birth_years(age);
+                let era = |y: i64| y.div_euclid(i64::from(ERA_YEARS));
+                eras.extend((era(*years.start())..=era(*years.end())).map(|e| e.to_string()));
             }
-            if let Some(outward) = f.outward() {
-                keys.push(key(KeyKind::NameOutward, &[code, label, outward]));
-            }
-            for landline in f.landlines().iter() {
-                keys.push(key(KeyKind::NameLandline, &[code, label, landline]));
+            for label in &labels {
+                for era in &eras {
+                    keys.push(key(KeyKind::NameEra, &[code, label, era]));
+                }
+                if let Some(outward) = f.outward() {
+                    keys.push(key(KeyKind::NameOutward, &[code, label, outward]));
+                }
+                for landline in f.landlines().iter() {
+                    keys.push(key(KeyKind::NameLandline, &[code, label, landline]));
+                }
             }
         }
         if let Some(postcode) = f.postcode() {
