@@ -745,22 +745,28 @@ impl LinkIndex {
                 }),
             })
         }));
-        let mut runners_up: Vec<Candidate> = Vec::new();
+        // The best few of the edges leaving the cluster, chosen before any is copied out: a
+        // cluster in a large part of namesakes may have hundreds.
+        let mut outside: Vec<(f64, &RecordRef, &RecordRef, u32, &Edge)> = Vec::new();
         for id in &ids {
             let Some(s) = self.slot(*id) else { continue };
             for e in s.edges {
-                let outside = self.slot(e.other).is_some_and(|o| o.cluster != s.cluster);
-                if outside && let Some(c) = self.candidate(*id, e) {
-                    runners_up.push(c);
+                if let Some(o) = self.slot(e.other)
+                    && o.cluster != s.cluster
+                {
+                    outside.push((e.score, s.record, o.record, *id, e));
                 }
             }
         }
-        runners_up.sort_by(|a, b| {
-            b.score
-                .total_cmp(&a.score)
-                .then_with(|| (&a.record, &a.other).cmp(&(&b.record, &b.other)))
+        outside.sort_by(|a, b| {
+            b.0.total_cmp(&a.0)
+                .then_with(|| (a.1, a.2).cmp(&(b.1, b.2)))
         });
-        runners_up.truncate(self.config.runner_up_limit);
+        outside.truncate(self.config.runner_up_limit);
+        let runners_up: Vec<Candidate> = outside
+            .into_iter()
+            .filter_map(|(_, _, _, id, e)| self.candidate(id, e))
+            .collect();
         Cluster {
             members,
             runners_up,

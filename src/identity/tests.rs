@@ -642,3 +642,60 @@ fn a_given_age_meets_every_birth_date_and_age_it_fits() {
         "{fitting} fitting, {apart} apart"
     );
 }
+
+/// A cluster keeps its best runners-up only, best score first and ties in record order,
+/// however many namesakes it was compared with.
+#[test]
+fn a_cluster_keeps_its_best_runners_up_in_order() {
+    use Field::*;
+    let nhs = [
+        "9434765005",
+        "9434765013",
+        "9434765021",
+        "9434765048",
+        "9434765056",
+        "9434765064",
+        "9434765072",
+        "9434765080",
+        "9434765099",
+    ];
+    let ann = |nhs: &'static str, postcode: &'static str| {
+        vec![
+            (GivenName, "Ann"),
+            (FamilyName, "Lee"),
+            (BirthDate, "1950-02-03"),
+            (NhsNumber, nhs),
+            (Postcode, postcode),
+        ]
+    };
+    // Each namesake has an NHS number of its own, so none links; n3 and n7 share the
+    // anchor's postcode and score higher.
+    let mut records = vec![input("a", &ann(nhs[0], "L18 9ZR"))];
+    for (i, number) in nhs[1..].iter().enumerate() {
+        let id = format!("n{}", i + 1);
+        let postcode = if id == "n3" || id == "n7" {
+            "L18 9ZR"
+        } else {
+            "BA2 9EB"
+        };
+        records.push(input(&id, &ann(number, postcode)));
+    }
+    let config = MatchConfig::default();
+    let res = resolve(&config, records);
+    let a = res
+        .clusters
+        .iter()
+        .find(|c| c.members[0].record.external_id == "a")
+        .unwrap();
+    assert_eq!(a.members.len(), 1, "{:?}", res.clusters);
+    let runners: Vec<(&str, f64)> = a
+        .runners_up
+        .iter()
+        .map(|r| (r.other.external_id.as_str(), r.score))
+        .collect();
+    let others: Vec<&str> = runners.iter().map(|r| r.0).collect();
+    assert_eq!(config.runner_up_limit, 5);
+    assert_eq!(others, ["n3", "n7", "n1", "n2", "n4"], "{runners:?}");
+    assert!(runners[1].1 > runners[2].1, "{runners:?}");
+    assert!(a.runners_up.iter().all(|r| r.record.external_id == "a"));
+}
