@@ -747,25 +747,24 @@ impl LinkIndex {
         }));
         // The best few of the edges leaving the cluster, chosen before any is copied out: a
         // cluster in a large part of namesakes may have hundreds.
-        let mut outside: Vec<(f64, &RecordRef, &RecordRef, u32, &Edge)> = Vec::new();
+        let mut outside: Vec<(u32, &Edge, (&RecordRef, &RecordRef))> = Vec::new();
         for id in &ids {
             let Some(s) = self.slot(*id) else { continue };
             for e in s.edges {
                 if let Some(o) = self.slot(e.other)
                     && o.cluster != s.cluster
                 {
-                    outside.push((e.score, s.record, o.record, *id, e));
+                    outside.push((*id, e, (s.record, o.record)));
                 }
             }
         }
-        outside.sort_by(|a, b| {
-            b.0.total_cmp(&a.0)
-                .then_with(|| (a.1, a.2).cmp(&(b.1, b.2)))
+        outside.sort_by(|(_, x, x_pair), (_, y, y_pair)| {
+            y.score.total_cmp(&x.score).then_with(|| x_pair.cmp(y_pair))
         });
         outside.truncate(self.config.runner_up_limit);
         let runners_up: Vec<Candidate> = outside
             .into_iter()
-            .filter_map(|(_, _, _, id, e)| self.candidate(id, e))
+            .filter_map(|(id, e, _)| self.candidate(id, e))
             .collect();
         Cluster {
             members,
